@@ -1,0 +1,1 @@
+"""Robot drivers, the safety layer and the deployment daemon."""

@@ -1,0 +1,188 @@
+"""Typed job configs, composed by Hydra from ``configs/`` and validated against dataclasses.
+
+Hydra composes the YAML groups (``task/``, ``policy/``, ...); the result is merged into the job's
+dataclass schema, so a misspelt or ill-typed field fails before any work starts. Configs are not
+mutated after parsing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+
+from robot_rl.core.task import ExpertQuality, TaskConfig
+
+T = TypeVar("T")
+
+CONFIG_DIR_ENV = "ROBOT_RL_CONFIG_DIR"
+
+
+@dataclass
+class TaskNode:
+    """Schema of a ``configs/task/*.yaml`` entry (fields of :class:`TaskConfig`)."""
+
+    name: str
+    """short task name"""
+    env_id: str
+    """gymnasium id"""
+    register_module: str = "sim"
+    """module whose import registers env_id"""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """keyword arguments for gymnasium.make"""
+    expert: str | None = None
+    """dotted path of the scripted expert class"""
+    robot: str = "sim"
+    """robot name recorded with episodes"""
+
+    def build(self, **env_overrides: Any) -> TaskConfig:
+        kwargs = {**self.env_kwargs, **env_overrides}
+        return TaskConfig(self.name, self.env_id, self.register_module, kwargs, self.expert, self.robot)
+
+
+@dataclass
+class CollectJob:
+    """``robot-rl collect``: scripted-expert episodes into an episode store."""
+
+    task: TaskNode
+    """the task to collect on"""
+    store: str = "datasets/${task.name}_demos.zarr"
+    """episode store path (created if missing, appended to otherwise)"""
+    episodes: int = 100
+    """number of episodes to collect"""
+    noise_std: float = 0.0
+    """expert action noise (quality knob)"""
+    suboptimal_prob: float = 0.0
+    """probability of a suboptimal expert episode (quality knob)"""
+    cameras: list[str] = field(default_factory=list)
+    """cameras to record as image.<name> (empty: state only)"""
+    seed: int = 0
+    """seed of the first episode; episode i uses seed + i"""
+    overwrite: bool = False
+    """replace an existing store instead of appending"""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"collect.episodes must be >= 1, got {self.episodes}")
+        ExpertQuality(self.noise_std, self.suboptimal_prob)  # validates the knob
+
+
+@dataclass
+class PretrainJob:
+    """``robot-rl pretrain``: behaviour cloning from a store into a checkpoint folder."""
+
+    task: TaskNode
+    """the task the store was recorded on"""
+    policy: dict[str, Any]
+    """policy group entry: ``kind`` plus the policy's config fields"""
+    store: str = "datasets/${task.name}_demos.zarr"
+    """episode store to learn from"""
+    out: str = "runs/${task.name}_${policy.kind}"
+    """checkpoint folder to write"""
+    steps: int = 3000
+    """gradient steps"""
+    batch_size: int = 256
+    """windows per step"""
+    lr: float = 1e-3
+    """peak learning rate (cosine schedule with warm-up)"""
+    weight_decay: float = 1e-6
+    """AdamW weight decay"""
+    seed: int = 0
+    """seed of the sampler and the initial weights"""
+    progress: bool = True
+    """show a progress bar"""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+
+
+@dataclass
+class EvalJob:
+    """``robot-rl eval``: success rate with a 95% Wilson interval, return and length."""
+
+    task: TaskNode
+    """the task to evaluate on"""
+    policy_path: str = "runs/${task.name}_diffusion"
+    """checkpoint folder of the policy"""
+    episodes: int = 100
+    """number of episodes"""
+    n_envs: int = 16
+    """vectorised environments"""
+    seed: int = 10_000
+    """seed of the evaluation episodes (kept apart from the collection seeds)"""
+    out: str = "reports/eval"
+    """folder for eval.json, the PNG and the video"""
+    video_episodes: int = 2
+    """episodes to record as mp4 (0: none)"""
+    progress: bool = True
+    """show a progress bar"""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.n_envs < 1:
+            raise ValueError(f"episodes and n_envs must be >= 1, got {self.episodes}, {self.n_envs}")
+
+
+@dataclass
+class DemoJob:
+    """``make demo``: collect imperfect demos, pretrain the diffusion policy, evaluate, report."""
+
+    task: TaskNode
+    """the default task"""
+    policy: dict[str, Any]
+    """the policy to pretrain"""
+    collect: dict[str, Any] = field(default_factory=dict)
+    """overrides of CollectJob fields (episodes, noise_std, suboptimal_prob, seed)"""
+    pretrain: dict[str, Any] = field(default_factory=dict)
+    """overrides of PretrainJob fields (steps, batch_size, lr, seed)"""
+    eval: dict[str, Any] = field(default_factory=dict)
+    """overrides of EvalJob fields (episodes, n_envs, seed, video_episodes)"""
+    out: str = "reports/demo"
+    """report folder"""
+
+
+def config_dir() -> Path:
+    """Where the Hydra config groups live: ``$ROBOT_RL_CONFIG_DIR``, else ``configs/`` in the
+    current directory or the project checkout this package was installed from."""
+    candidates = []
+    if os.environ.get(CONFIG_DIR_ENV):
+        candidates.append(Path(os.environ[CONFIG_DIR_ENV]))
+    candidates += [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
+    for path in candidates:
+        if (path / "task").is_dir():
+            return path.resolve()
+    raise FileNotFoundError(
+        f"no configs/ folder found (looked in {[str(p) for p in candidates]}); run from the "
+        f"project root or set {CONFIG_DIR_ENV}"
+    )
+
+
+def compose(job: str, overrides: list[str] | tuple[str, ...] = (), config_path: Path | None = None):
+    """Compose ``configs/<job>.yaml`` with Hydra overrides; returns the resolved DictConfig."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    path = config_path or config_dir()
+    if not (path / f"{job}.yaml").is_file():
+        known = sorted(p.stem for p in path.glob("*.yaml"))
+        raise ValueError(f"unknown job {job!r}: no {path / (job + '.yaml')}; jobs: {known}")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(path), version_base="1.3"):
+        cfg = hydra_compose(config_name=job, overrides=list(overrides))
+    return cfg
+
+
+def to_schema(cfg: Any, schema: type[T]) -> T:
+    """Validate a composed config against a job dataclass and return the typed object.
+    Unknown keys and wrong types raise with the offending field named."""
+    merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    OmegaConf.resolve(merged)
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def load_job(job: str, schema: type[T], overrides: list[str] | tuple[str, ...] = ()) -> T:
+    return to_schema(compose(job, overrides), schema)

@@ -1,0 +1,1 @@
+"""The shared contracts: keys, chunk policies, environment wrappers, reward models, drivers."""

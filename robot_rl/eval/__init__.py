@@ -1,0 +1,1 @@
+"""Evaluation: success rates with confidence intervals, videos and plots."""

@@ -1,0 +1,1 @@
+"""The jobs the CLI runs: collect, pretrain, eval, demo. Each takes a typed job config."""

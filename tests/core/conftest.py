@@ -1,0 +1,63 @@
+"""A tiny environment that follows the observation/action contracts, for core tests."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from robot_rl.core.policy import ChunkPolicy
+from robot_rl.core.task import TaskConfig
+
+TOY_ID = "robot_rl_test/ToyReach-v0"
+
+
+class ToyReach(gym.Env):
+    """A point on a line moves by 0.25 * action per step and must reach x >= 1."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+        self.observation_space = spaces.Dict({"state": spaces.Box(-5, 5, (2,), np.float32)})
+        self.action_space = spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = float(self.np_random.uniform(-0.2, 0.2))
+        self.t = 0
+        return self._obs(), {"is_success": False}
+
+    def step(self, action):
+        self.x += 0.25 * float(action[0])
+        self.t += 1
+        success = self.x >= 1.0
+        return self._obs(), float(success), success, False, {"is_success": success}
+
+    def render(self):
+        frame = np.zeros((16, 16, 3), np.uint8)
+        frame[:, int(np.clip((self.x + 1) * 7, 0, 15))] = 255
+        return frame
+
+    def _obs(self):
+        return {"state": np.array([self.x, self.t / 20], np.float32)}
+
+
+if TOY_ID not in gym.registry:
+    gym.register(TOY_ID, entry_point=ToyReach, max_episode_steps=12)
+
+
+class ConstantPolicy(ChunkPolicy):
+    """Always pushes with the same action; stands in for a learned policy."""
+
+    def __init__(self, value: float, horizon: int = 4, n_action_steps: int = 2, n_obs_steps: int = 2):
+        self.value, self.action_dim = value, 1
+        self.horizon, self.n_action_steps, self.n_obs_steps = horizon, n_action_steps, n_obs_steps
+
+    def predict_chunk(self, obs):
+        b = obs["state"].shape[0]
+        return np.full((b, self.horizon, 1), self.value, np.float32)
+
+
+@pytest.fixture
+def toy_task() -> TaskConfig:
+    return TaskConfig(name="toy", env_id=TOY_ID, register_module="gymnasium")

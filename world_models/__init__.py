@@ -1,0 +1,1 @@
+"""World models learned from the episode store, and the imagination environment."""
