@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import ConstantPolicy
+from toys import ConstantPolicy
 
 from robot_rl.core import keys
 from robot_rl.core.envs import (

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import ConstantPolicy
+from toys import ConstantPolicy
 
 from robot_rl.eval.media import plot_success, record_video
 from robot_rl.eval.rollout import _quotas, evaluate

@@ -1,11 +1,10 @@
-"""A tiny environment that follows the observation/action contracts, for core tests."""
+"""Tiny stand-ins that follow the core contracts: an environment and chunk policies."""
 
 import gymnasium as gym
 import numpy as np
-import pytest
 from gymnasium import spaces
 
-from robot_rl.core.policy import ChunkPolicy
+from robot_rl.core.policy import ChunkPolicy, SteerableChunkPolicy, batch_size, check_noise
 from robot_rl.core.task import TaskConfig
 
 TOY_ID = "robot_rl_test/ToyReach-v0"
@@ -58,6 +57,23 @@ class ConstantPolicy(ChunkPolicy):
         return np.full((b, self.horizon, 1), self.value, np.float32)
 
 
-@pytest.fixture
-def toy_task() -> TaskConfig:
+class ToySteerable(SteerableChunkPolicy):
+    """chunk = tanh(noise + bias): deterministic given noise; with N(0, I) noise and a negative
+    bias it mostly fails ToyReach, while noise near +bound succeeds."""
+
+    def __init__(self, bias: float = -0.6):
+        self.action_dim, self.horizon, self.n_action_steps, self.n_obs_steps = 1, 4, 2, 2
+        self.noise_shape = (4, 1)
+        self.bias = bias
+        self.rng = np.random.default_rng(0)
+
+    def predict_chunk(self, obs, noise=None):
+        b = batch_size(obs)
+        if noise is None:
+            noise = self.rng.standard_normal((b, *self.noise_shape))
+        noise = check_noise(noise, b, self.noise_shape)
+        return np.tanh(noise + self.bias).astype(np.float32)
+
+
+def toy_task_config() -> TaskConfig:
     return TaskConfig(name="toy", env_id=TOY_ID, register_module="gymnasium")

@@ -1,0 +1,9 @@
+"""Benchmarks: ``python -m robot_rl.bench SUITE --out FILE.json``.
+
+Claims of learning and speed live here, not in unit tests. Each suite writes top-level numbers
+named by its issue, plus ``cores`` and the settings it ran with.
+"""
+
+SUITES = {
+    "foundation": "robot_rl.bench.foundation",
+}

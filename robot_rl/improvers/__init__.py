@@ -1,0 +1,1 @@
+"""Improvers: turn a pretrained chunk policy into a better one."""

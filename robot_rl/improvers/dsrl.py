@@ -1,0 +1,170 @@
+"""DSRL: steer a frozen diffusion policy by learning the latent noise it denoises.
+
+Wagenmaker et al., 2025. The MDP seen by the learner is the chunk MDP: state history ``s``,
+action = latent noise ``w`` in ``[-bound, bound]^(H*A)``, the executed chunk is
+``base(s, w)[:Ta]``, reward = the chunk's discounted reward.
+
+* ``variant="sac"`` (DSRL-SAC): SAC directly in noise space.
+* ``variant="na"`` (DSRL-NA, noise-aliased): a critic over executed action chunks ``Q_A(s, a)``
+  is trained by TD on the transitions; a noise critic ``Q_W(s, w)`` is distilled from it through
+  the base, ``Q_W(s, w) ~ Q_A(s, base(s, w))``, for noises drawn inside the bound; the noise actor
+  maximises ``Q_W``. Because many noises map to one chunk, every transition teaches ``Q_W``
+  about all of them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from robot_rl.core.policy import SteerableChunkPolicy
+from robot_rl.improvers.steered import SteeredPolicy
+from robot_rl.rl.networks import CriticEnsemble
+from robot_rl.rl.sac import SAC, SACConfig, _polyak, check_finite
+
+
+@dataclass
+class DSRLConfig:
+    """Settings of latent-noise steering."""
+
+    variant: str = "sac"
+    """'sac' (SAC in noise space) or 'na' (noise-aliased: action critic distilled to noise)"""
+    noise_bound: float = 1.5
+    """latent noise is squashed into [-bound, bound] (1.5 as the paper uses on robomimic)"""
+    env_steps: int = 30_000
+    """environment steps of training (warm-up included)"""
+    warmup_env_steps: int = 2_000
+    """env steps acting with the base policy (noise ~ N(0, I)) before any update"""
+    n_envs: int = 8
+    """vectorised training environments"""
+    gamma: float = 0.99
+    """per-step discount; a chunk of k steps is discounted by gamma^k"""
+    sac: SACConfig = field(default_factory=lambda: SACConfig(hidden_dims=(256, 256), utd_ratio=1))
+    """the noise actor's (and noise critic's) SAC settings"""
+    distill_batch: int = 256
+    """DSRL-NA: noises per update for distilling Q_W from Q_A"""
+    eval_every: int = 5_000
+    """env steps between evaluations"""
+    eval_episodes: int = 50
+    """episodes per evaluation"""
+    eval_seed: int = 10_000
+    """seed of the evaluation episodes"""
+    replay_capacity: int = 200_000
+    """chunk transitions kept"""
+    seed: int = 0
+    """seed of the learner and the training environments"""
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("sac", "na"):
+            raise ValueError(f"DSRL variant must be 'sac' or 'na', got {self.variant!r}")
+        if not self.noise_bound > 0:
+            raise ValueError(f"noise_bound must be > 0, got {self.noise_bound}; 1.5 is a good default")
+        if self.env_steps < 1 or self.n_envs < 1 or self.eval_every < 1:
+            raise ValueError("env_steps, n_envs and eval_every must be >= 1")
+        if isinstance(self.sac, dict):
+            self.sac = SACConfig(**self.sac)
+
+
+class DSRL:
+    """The learner: a SAC noise actor (and for NA an action critic) over a frozen base.
+
+    ``observe`` takes a batch of chunk transitions; ``update`` runs the learner's gradient
+    steps; ``noise`` chooses latent noise for acting. The training loop lives in
+    :mod:`robot_rl.improvers.online`, shared with other online improvers."""
+
+    def __init__(self, base: SteerableChunkPolicy, obs_dim: int, cfg: DSRLConfig):
+        self.cfg, self.base = cfg, base
+        torch.manual_seed(cfg.seed)
+        self.noise_dim = int(np.prod(base.noise_shape))
+        self.chunk_dim = base.n_action_steps * base.action_dim
+        self.obs_dim = obs_dim
+        self.sac = SAC(obs_dim, self.noise_dim, cfg.sac)
+        self.policy = SteeredPolicy(base, self.sac.actor, cfg.noise_bound)
+        if cfg.variant == "na":
+            hidden, n = cfg.sac.hidden_dims, cfg.sac.n_critics
+            self.action_critic = CriticEnsemble(obs_dim, self.chunk_dim, hidden, n, cfg.sac.layer_norm)
+            self.action_critic_target = copy.deepcopy(self.action_critic).requires_grad_(False)
+            self.action_critic_opt = torch.optim.Adam(self.action_critic.parameters(), lr=cfg.sac.critic_lr)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    # acting ---------------------------------------------------------------------------------
+    def noise(self, state: np.ndarray, explore: bool, warmup: bool) -> np.ndarray:
+        """Latent noise ``[B, noise_dim]`` in the bound, divided by the bound (SAC's [-1, 1])."""
+        if warmup:  # the base policy's own behaviour: w ~ N(0, I), clipped to the bound
+            w = self.rng.standard_normal((state.shape[0], self.noise_dim))
+            return np.clip(w / self.cfg.noise_bound, -0.999, 0.999).astype(np.float32)
+        return self.sac.act(torch.from_numpy(state), deterministic=not explore).numpy()
+
+    def base_chunk(self, state_hist: np.ndarray, scaled_noise: np.ndarray) -> np.ndarray:
+        """Executed chunk ``[B, Ta, A]`` of the base for flat states and noise in [-1, 1]."""
+        obs = {"state": state_hist.reshape(state_hist.shape[0], self.base.n_obs_steps, -1)}
+        w = (self.cfg.noise_bound * scaled_noise).reshape(-1, *self.base.noise_shape)
+        return self.base.act(obs, noise=w)
+
+    # learning -------------------------------------------------------------------------------
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One update. ``batch["action"]`` holds [scaled noise | executed chunk] per row."""
+        noise, chunk = batch["action"].split([self.noise_dim, self.chunk_dim], dim=-1)
+        if self.cfg.variant == "sac":
+            return self.sac.update({**batch, "action": noise})
+        metrics = self._update_action_critic({**batch, "action": chunk})
+        metrics.update(self._distill_noise_critic(batch["obs"]))
+        self.sac.updates += 1
+        if self.sac.updates % self.cfg.sac.actor_every == 0:
+            metrics.update(self.sac.update_actor(batch["obs"]))
+        return metrics
+
+    def _update_action_critic(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        with torch.no_grad():
+            next_noise, _ = self.sac.actor(batch["next_obs"])
+            next_chunk = self._chunks(batch["next_obs"], next_noise)
+            next_q = self.action_critic_target(batch["next_obs"], next_chunk).min(dim=0).values
+            target = batch["reward"] + batch["discount"] * next_q
+        q = self.action_critic(batch["obs"], batch["action"])
+        loss = F.mse_loss(q, target.expand_as(q))
+        check_finite("action critic loss", loss)
+        self.action_critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.action_critic_opt.step()
+        _polyak(self.action_critic, self.action_critic_target, self.cfg.sac.tau)
+        return {"action_critic_loss": loss.item(), "q_action_mean": q.mean().item()}
+
+    def _distill_noise_critic(self, obs: torch.Tensor) -> dict[str, float]:
+        # noises inside the bound: half from N(0, I) clipped (the base's own), half from the actor
+        n = min(self.cfg.distill_batch, obs.shape[0])
+        obs = obs[:n]
+        half = n // 2
+        gaussian = torch.randn(half, self.noise_dim, generator=self.generator) / self.cfg.noise_bound
+        with torch.no_grad():
+            actor_noise, _ = self.sac.actor(obs[half:])
+            noise = torch.cat([gaussian.clamp(-0.999, 0.999), actor_noise])
+            target = self.action_critic(obs, self._chunks(obs, noise)).mean(dim=0)
+        q = self.sac.critic(obs, noise)
+        loss = F.mse_loss(q, target.expand_as(q))
+        check_finite("noise critic distillation loss", loss)
+        self.sac.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sac.critic_opt.step()
+        return {"critic_loss": loss.item(), "q_mean": q.mean().item()}
+
+    def _chunks(self, obs: torch.Tensor, scaled_noise: torch.Tensor) -> torch.Tensor:
+        chunk = self.base_chunk(obs.numpy(), scaled_noise.numpy())
+        return torch.from_numpy(np.ascontiguousarray(chunk.reshape(chunk.shape[0], -1)))
+
+    # checkpointing --------------------------------------------------------------------------
+    def modules(self) -> dict[str, torch.nn.Module]:
+        mods = {"sac": self.sac}
+        if self.cfg.variant == "na":
+            mods.update(action_critic=self.action_critic, action_critic_target=self.action_critic_target)
+        return mods
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        opts = {"actor_opt": self.sac.actor_opt, "critic_opt": self.sac.critic_opt, "alpha_opt": self.sac.alpha_opt}
+        if self.cfg.variant == "na":
+            opts["action_critic_opt"] = self.action_critic_opt
+        return opts

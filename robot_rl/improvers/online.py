@@ -1,0 +1,163 @@
+"""The online training loop of latent-noise steering: collect chunk transitions from vectorised
+environments, update the learner, evaluate on a schedule, checkpoint, resume.
+
+Timeline of one vector step (n_envs environments in lock-step)::
+
+    obs s_t --noise w_t--> base denoises --chunk a_t:t+Ta--> env (early stop at termination)
+         <-- r = sum_i gamma^i r_t+i, s_t+k, discount = gamma^k * (1 - terminated)
+
+Then ``utd_ratio * n_envs`` gradient updates, so the update-to-data ratio counts transitions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from robot_rl.core import keys
+from robot_rl.core.envs import final_observation, make_vector_env, step_info
+from robot_rl.core.task import TaskConfig
+from robot_rl.eval.media import plot_curve
+from robot_rl.eval.rollout import evaluate, make_policy_env
+from robot_rl.improvers.dsrl import DSRL
+from robot_rl.improvers.steered import flat_state
+from robot_rl.rl.replay import ReplayBuffer
+from robot_rl.rl.state import load_optimizer, load_training_state, optimizer_tensors, save_training_state
+
+
+@dataclass
+class History:
+    """Evaluations over training: env steps, success rate and its interval, wall time."""
+
+    env_steps: list[int] = field(default_factory=list)
+    success: list[float] = field(default_factory=list)
+    ci95: list[list[float]] = field(default_factory=list)
+    wall_s: list[float] = field(default_factory=list)
+    base_success: float | None = None
+    updates: int = 0
+    update_wall_s: float = 0.0
+
+    def steps_to(self, threshold: float) -> int | None:
+        """First evaluated env-step count at which success >= threshold."""
+        return next((s for s, r in zip(self.env_steps, self.success) if r >= threshold), None)
+
+
+def train_dsrl(
+    learner: DSRL,
+    task: TaskConfig,
+    out: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    base_success: float | None = None,
+) -> History:
+    """Runs ``learner.cfg.env_steps`` env steps of DSRL on ``task``; returns the history.
+
+    With ``out``: TensorBoard scalars in ``out/tb``, a learning curve ``out/curve.png``, the
+    steered policy's evaluation history ``out/history.json`` and a resumable checkpoint
+    ``out/checkpoint`` written after every evaluation (the last good one survives a crash)."""
+    cfg = learner.cfg
+    out = Path(out) if out else None
+    writer = _writer(out)
+    replay = ReplayBuffer(learner.obs_dim, learner.noise_dim + learner.chunk_dim, cfg.replay_capacity)
+    history, env_steps = History(base_success=base_success), 0
+    if out and resume and (out / "checkpoint").exists():
+        history, env_steps = _load(learner, replay, out / "checkpoint")
+    if history.base_success is None:
+        history.base_success = _evaluate(learner.base, task, cfg).success_rate
+    env = make_vector_env([lambda: make_policy_env(task, learner.base, gamma=cfg.gamma)] * cfg.n_envs)
+    obs, _ = env.reset(seed=cfg.seed + env_steps)
+    next_eval = (env_steps // cfg.eval_every + 1) * cfg.eval_every
+    bar = tqdm(total=cfg.env_steps, initial=env_steps, desc=f"dsrl-{cfg.variant} {task.name}",
+               disable=not progress, unit="step")
+    start = time.perf_counter() - (history.wall_s[-1] if history.wall_s else 0.0)
+    try:
+        while env_steps < cfg.env_steps:
+            state = flat_state(obs)
+            noise = learner.noise(state, explore=True, warmup=env_steps < cfg.warmup_env_steps)
+            chunk = learner.base_chunk(state, noise)
+            obs, reward, terminated, _, info = env.step(chunk)
+            steps = step_info(info, keys.CHUNK_STEPS).astype(np.int64)
+            next_state = flat_state(final_observation(info, obs))
+            discount = cfg.gamma**steps * (1.0 - terminated)
+            action = np.concatenate([noise, chunk.reshape(len(chunk), -1)], axis=1)
+            replay.add(state, action, reward, next_state, discount)
+            env_steps += int(steps.sum())
+            bar.update(int(steps.sum()))
+            if env_steps >= cfg.warmup_env_steps and len(replay) >= cfg.sac.batch_size:
+                t0 = time.perf_counter()
+                for _ in range(cfg.sac.utd_ratio * cfg.n_envs):
+                    metrics = learner.update(replay.sample(cfg.sac.batch_size, learner.generator))
+                history.update_wall_s += time.perf_counter() - t0
+                history.updates += cfg.sac.utd_ratio * cfg.n_envs
+                if writer:
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"train/{k}", v, env_steps)
+            if env_steps >= next_eval or env_steps >= cfg.env_steps:
+                result = _evaluate(learner.policy, task, cfg)
+                _record(history, env_steps, result, time.perf_counter() - start, writer)
+                bar.set_postfix(success=f"{result.success_rate:.2f}")
+                next_eval += cfg.eval_every
+                if out:
+                    _save(learner, replay, history, env_steps, out)
+    finally:
+        bar.close()
+        env.close()
+        if writer:
+            writer.close()
+    return history
+
+
+def _evaluate(policy, task: TaskConfig, cfg):
+    return evaluate(policy, task, cfg.eval_episodes, min(16, cfg.eval_episodes), cfg.eval_seed, progress=False)
+
+
+def _record(history: History, env_steps: int, result, wall_s: float, writer) -> None:
+    history.env_steps.append(env_steps)
+    history.success.append(result.success_rate)
+    history.ci95.append(list(result.success_ci95))
+    history.wall_s.append(wall_s)
+    if writer:
+        writer.add_scalar("eval/success_rate", result.success_rate, env_steps)
+        writer.add_scalar("eval/mean_return", result.mean_return, env_steps)
+
+
+def _writer(out: Path | None):
+    if out is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out / "tb"))
+
+
+def _save(learner: DSRL, replay: ReplayBuffer, history: History, env_steps: int, out: Path) -> None:
+    tensors = {f"{name}/{k}": v for name, mod in learner.modules().items() for k, v in mod.state_dict().items()}
+    meta = {"env_steps": env_steps, "history": history.__dict__, "optimizers": {}, "updates": learner.sac.updates}
+    for name, opt in learner.optimizers().items():
+        opt_tensors, meta["optimizers"][name] = optimizer_tensors(name, opt)
+        tensors.update(opt_tensors)
+    tensors.update({f"replay/{k}": v for k, v in replay.state_dict().items()})
+    save_training_state(out / "checkpoint", tensors, meta)
+    (out / "history.json").write_text(json.dumps(history.__dict__, indent=2))
+    curves = {"steered (DSRL)": history.success}
+    if history.base_success is not None:
+        curves["base"] = [history.base_success] * len(history.success)
+    plot_curve(history.env_steps, curves, out / "curve.png", "env steps", "success rate",
+               f"DSRL-{learner.cfg.variant}")
+
+
+def _load(learner: DSRL, replay: ReplayBuffer, folder: Path) -> tuple[History, int]:
+    tensors, meta = load_training_state(folder)
+    for name, mod in learner.modules().items():
+        prefix = name + "/"
+        mod.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, opt in learner.optimizers().items():
+        load_optimizer(name, opt, tensors, meta["optimizers"][name])
+    replay.load_state_dict({k[len("replay/"):]: v for k, v in tensors.items() if k.startswith("replay/")})
+    learner.sac.updates = meta["updates"]
+    return History(**meta["history"]), int(meta["env_steps"])
+

@@ -1,0 +1,58 @@
+"""The steered policy: a frozen steerable base plus a noise actor that chooses its latent noise.
+
+It is itself a steerable chunk policy: its own latent ``z ~ N(0, I)`` is the noise actor's
+reparameterisation noise, ``w = bound * tanh(mean(s) + std(s) * z)``; ``z = None`` acts with the
+actor's mean. So it can be evaluated, deployed, and steered again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from robot_rl.core import keys
+from robot_rl.core.policy import Observation, SteerableChunkPolicy, batch_size
+from robot_rl.rl.networks import LOG_STD_MAX, LOG_STD_MIN, TanhGaussianActor
+
+
+def flat_state(obs: Observation) -> np.ndarray:
+    """``{"state": [B, To, D]}`` -> ``[B, To * D]`` float32, the noise actor's input."""
+    if keys.STATE not in obs:
+        raise KeyError(f"the noise actor reads 'state', got keys {sorted(obs)}; enable state observations")
+    state = np.asarray(obs[keys.STATE], dtype=np.float32)
+    return state.reshape(state.shape[0], -1)
+
+
+class SteeredPolicy(SteerableChunkPolicy):
+    """base (steerable, frozen) + noise actor ``state history -> noise [H, A]``."""
+
+    def __init__(self, base: SteerableChunkPolicy, actor: TanhGaussianActor, noise_bound: float):
+        if not isinstance(base, SteerableChunkPolicy):
+            raise TypeError(
+                f"{type(base).__name__} is not steerable: DSRL needs a policy that denoises a given "
+                "noise (SteerableChunkPolicy), e.g. a diffusion or flow policy"
+            )
+        if noise_bound <= 0:
+            raise ValueError(f"noise_bound must be > 0, got {noise_bound}")
+        self.base, self.actor, self.noise_bound = base, actor, float(noise_bound)
+        self.action_dim, self.horizon = base.action_dim, base.horizon
+        self.n_action_steps, self.n_obs_steps = base.n_action_steps, base.n_obs_steps
+        self.noise_shape = (int(np.prod(base.noise_shape)),)
+
+    @torch.no_grad()
+    def base_noise(self, obs: Observation, z: np.ndarray | None = None) -> np.ndarray:
+        """The latent noise handed to the base, ``[B, *base.noise_shape]``, within the bound."""
+        s = torch.from_numpy(flat_state(obs))
+        mean, log_std = self.actor.trunk(s).chunk(2, dim=-1)
+        pre = mean
+        if z is not None:
+            log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+            pre = mean + log_std.exp() * torch.as_tensor(z, dtype=torch.float32).reshape(mean.shape)
+        w = self.noise_bound * torch.tanh(pre)
+        return w.numpy().reshape(batch_size(obs), *self.base.noise_shape)
+
+    def predict_chunk(self, obs: Observation, noise: np.ndarray | None = None) -> np.ndarray:
+        return self.base.predict_chunk(obs, self.base_noise(obs, noise))
+
+    def reset(self) -> None:
+        self.base.reset()

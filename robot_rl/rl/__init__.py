@@ -1,0 +1,1 @@
+"""Reinforcement-learning building blocks shared by the improvers: networks, replay, SAC."""

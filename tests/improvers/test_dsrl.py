@@ -1,0 +1,89 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from toys import ToySteerable
+
+from robot_rl.improvers.dsrl import DSRL, DSRLConfig
+from robot_rl.improvers.online import train_dsrl
+from robot_rl.improvers.steered import SteeredPolicy
+from robot_rl.rl.networks import TanhGaussianActor
+from robot_rl.rl.sac import SACConfig
+
+OBS_DIM = 2 * 2  # To=2 history of the toy's 2-d state
+
+
+def _cfg(variant, **kw):
+    sac = SACConfig(hidden_dims=(32, 32), batch_size=32)
+    base = dict(variant=variant, env_steps=240, warmup_env_steps=60, n_envs=2, eval_every=120,
+                eval_episodes=4, sac=sac)
+    return DSRLConfig(**{**base, **kw})
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="noise_bound must be > 0"):
+        DSRLConfig(noise_bound=0.0)
+    with pytest.raises(ValueError, match="variant"):
+        DSRLConfig(variant="ppo")
+
+
+def test_steering_needs_a_steerable_base():
+
+    class NotSteerable:
+        pass
+
+    with pytest.raises(TypeError, match="not steerable"):
+        SteeredPolicy(NotSteerable(), TanhGaussianActor(4, 4, (8,)), 1.5)
+
+
+def test_steered_policy_respects_bound_and_is_deterministic_given_latent():
+    actor = TanhGaussianActor(OBS_DIM, 4, (16,))
+    with torch.no_grad():
+        actor.trunk[-1].bias.fill_(50.0)  # saturate: the bound must still hold
+    policy = SteeredPolicy(ToySteerable(), actor, noise_bound=1.5)
+    obs = {"state": np.zeros((3, 2, 2), np.float32)}
+    w = policy.base_noise(obs)
+    assert w.shape == (3, 4, 1) and np.all(np.abs(w) <= 1.5 + 1e-6)
+    z = np.random.default_rng(0).standard_normal((3, 4))
+    np.testing.assert_array_equal(policy.predict_chunk(obs, z), policy.predict_chunk(obs, z))
+    assert policy.act(obs).shape == (3, 2, 1)
+
+
+@pytest.mark.parametrize("variant", ["sac", "na"])
+def test_dsrl_runs_updates_and_checkpoints(variant, toy_task, tmp_path):
+    learner = DSRL(ToySteerable(), OBS_DIM, _cfg(variant))
+    history = train_dsrl(learner, toy_task, out=tmp_path, progress=False, base_success=0.0)
+    assert history.env_steps[-1] >= 240 and history.updates > 0
+    assert len(history.success) == 2
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["env_steps"] == history.env_steps
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert any((tmp_path / "tb").iterdir())
+
+
+def test_dsrl_resumes_from_checkpoint(toy_task, tmp_path):
+    first = DSRL(ToySteerable(), OBS_DIM, _cfg("sac", env_steps=120))
+    before = train_dsrl(first, toy_task, out=tmp_path, progress=False, base_success=0.0)
+    resumed = DSRL(ToySteerable(), OBS_DIM, _cfg("sac", env_steps=240))
+    # the resumed learner starts from the saved weights, not from its own initialisation
+    saved = {k: v.clone() for k, v in first.sac.actor.state_dict().items()}
+    history = train_dsrl(resumed, toy_task, out=tmp_path, progress=False)
+    assert history.env_steps[:1] == before.env_steps  # earlier evaluation kept
+    assert len(history.env_steps) == 2 and history.env_steps[1] >= 240
+    assert history.base_success == 0.0  # not re-measured
+    assert resumed.sac.updates > first.sac.updates
+    assert any(not torch.equal(saved[k], v) for k, v in resumed.sac.actor.state_dict().items())
+
+
+def test_nan_from_the_critic_stops_training_and_keeps_the_last_checkpoint(toy_task, tmp_path):
+    learner = DSRL(ToySteerable(), OBS_DIM, _cfg("sac", env_steps=120))
+    train_dsrl(learner, toy_task, out=tmp_path, progress=False, base_success=0.0)
+    checkpoint = (tmp_path / "checkpoint" / "state.safetensors").read_bytes()
+    broken = DSRL(ToySteerable(), OBS_DIM, _cfg("sac", env_steps=240))
+    with torch.no_grad():
+        broken.sac.critic.heads[0][0].weight.fill_(float("nan"))
+    broken.sac.load_state_dict = lambda *a, **k: None  # keep the NaN weights after resume
+    with pytest.raises(FloatingPointError, match="critic loss"):
+        train_dsrl(broken, toy_task, out=tmp_path, progress=False)
+    assert (tmp_path / "checkpoint" / "state.safetensors").read_bytes() == checkpoint
