@@ -29,14 +29,15 @@ def collect(job: CollectJob, progress: bool = True) -> dict:
             store.append_episode(episode, success=success)
             successes.append(success)
             bar.set_postfix(success=f"{np.mean(successes):.2f}")
+        totals = {"n_episodes": store.n_episodes, "n_frames": store.n_frames}
     finally:
         env.close()
+        store.close()
     return {
         "store": str(job.store),
         "episodes_added": len(successes),
         "expert_success": float(np.mean(successes)),
-        "n_episodes": store.n_episodes,
-        "n_frames": store.n_frames,
+        **totals,
     }
 
 
