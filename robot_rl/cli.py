@@ -51,10 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job", choices=sorted(JOBS), help="the job to run")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. task=lift episodes=50")
     args = parser.parse_args(argv)
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         result = _runner(args.job)(args.overrides)
-    except (ValueError, KeyError, FileNotFoundError, ImportError, TypeError) as err:
-        # Hydra and OmegaConf errors subclass these; the message already names the problem.
+    except (ValueError, KeyError, FileNotFoundError, ImportError, TypeError, HydraException,
+            OmegaConfBaseException) as err:
+        # the message names the bad value and the fix; a traceback would bury it
         print(f"robot-rl {args.job}: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))

@@ -167,6 +167,7 @@ def compose(job: str, overrides: list[str] | tuple[str, ...] = (), config_path: 
     from hydra.core.global_hydra import GlobalHydra
 
     path = config_path or config_dir()
+    _register_schemas()
     if not (path / f"{job}.yaml").is_file():
         known = sorted(p.stem for p in path.glob("*.yaml"))
         raise ValueError(f"unknown job {job!r}: no {path / (job + '.yaml')}; jobs: {known}")
@@ -174,6 +175,16 @@ def compose(job: str, overrides: list[str] | tuple[str, ...] = (), config_path: 
     with initialize_config_dir(config_dir=str(path), version_base="1.3"):
         cfg = hydra_compose(config_name=job, overrides=list(overrides))
     return cfg
+
+
+def _register_schemas() -> None:
+    """Each job's YAML starts from its dataclass (``- <job>_schema`` in its defaults list), so
+    Hydra validates every override against the typed schema."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for job, schema in JOB_SCHEMAS.items():
+        store.store(name=f"{job}_schema", node=schema)
 
 
 def to_schema(cfg: Any, schema: type[T]) -> T:
@@ -186,3 +197,32 @@ def to_schema(cfg: Any, schema: type[T]) -> T:
 
 def load_job(job: str, schema: type[T], overrides: list[str] | tuple[str, ...] = ()) -> T:
     return to_schema(compose(job, overrides), schema)
+
+
+@dataclass
+class ImproveJob:
+    """``robot-rl improve``: improve a pretrained policy (``improver=dsrl``, ...)."""
+
+    task: TaskNode
+    """the task to improve on"""
+    improver: dict[str, Any]
+    """improver group entry: ``kind`` plus the improver's config fields"""
+    base: str = "runs/${task.name}_diffusion"
+    """checkpoint folder of the pretrained policy"""
+    out: str = "runs/${task.name}_${improver.kind}"
+    """run folder: checkpoint, TensorBoard, curve, the improved policy"""
+    resume: bool = True
+    """continue from ``out/checkpoint`` when it exists"""
+    final_eval_episodes: int = 100
+    """episodes of the final evaluation"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+JOB_SCHEMAS: dict[str, type] = {
+    "collect": CollectJob,
+    "pretrain": PretrainJob,
+    "eval": EvalJob,
+    "improve": ImproveJob,
+    "demo": DemoJob,
+}

@@ -39,7 +39,7 @@ def demo(job: DemoJob) -> dict:
     report = {
         "task": job.task.name,
         "demos": collected,
-        "pretrain": {k: v for k, v in trained.items() if k != "losses"},
+        "pretrain": trained,
         "eval": evaluated,
         "demo_wall_s": time.perf_counter() - start,
     }
