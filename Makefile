@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.robot_rl-installed
 export MUJOCO_GL ?= egl
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test lint bench venv clean
 

@@ -16,7 +16,8 @@ JOBS: dict[str, str] = {
     "collect": "scripted-expert episodes into an episode store",
     "pretrain": "behaviour cloning from a store into a checkpoint folder",
     "eval": "success rate (95% Wilson interval), return, length, video, PNG",
-    "demo": "collect imperfect demos -> pretrain -> evaluate -> report folder",
+    "improve": "improve a pretrained policy (improver=dsrl), with curves and checkpoints",
+    "demo": "collect imperfect demos -> pretrain -> evaluate -> DSRL -> report folder",
 }
 
 
@@ -34,6 +35,10 @@ def _runner(job: str) -> Callable[[list[str]], dict]:
             from robot_rl.jobs.evaluate import eval_job
 
             return eval_job(config.load_job("eval", config.EvalJob, overrides))
+        if job == "improve":
+            from robot_rl.jobs.improve import improve_job
+
+            return improve_job(config.load_job("improve", config.ImproveJob, overrides))
         from robot_rl.jobs.demo import demo
 
         return demo(config.load_job("demo", config.DemoJob, overrides))

@@ -63,7 +63,7 @@ class TaskConfig:
     name: str
     """short name used in configs and reports, e.g. ``push``"""
     env_id: str
-    """gymnasium id, e.g. ``robot_rl/PushT-v0``"""
+    """gymnasium id, e.g. ``robot_rl/Push-v0``"""
     register_module: str = "sim"
     """module whose import registers ``env_id`` with gymnasium"""
     env_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -7,8 +7,13 @@ actor's mean. So it can be evaluated, deployed, and steered again.
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from robot_rl.core import keys
 from robot_rl.core.policy import Observation, SteerableChunkPolicy, batch_size
@@ -56,3 +61,53 @@ class SteeredPolicy(SteerableChunkPolicy):
 
     def reset(self) -> None:
         self.base.reset()
+
+
+STEERED_FILE = "actor.safetensors"
+
+
+def save_steered(policy: SteeredPolicy, path: str | Path, base_path: str | Path) -> Path:
+    """A steered policy's checkpoint folder: ``config.json`` naming the base checkpoint (by
+    path, not copied) plus ``actor.safetensors``; written atomically."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    header = {
+        "format_version": 1,
+        "policy_class": "SteeredPolicy",
+        "config": {
+            "base_path": str(Path(base_path).resolve()),
+            "noise_bound": policy.noise_bound,
+            "obs_dim": policy.actor.trunk[0].in_features,
+            "noise_dim": policy.actor.act_dim,
+            "hidden_dims": [m.out_features for m in policy.actor.trunk if isinstance(m, torch.nn.Linear)][:-1],
+            "layer_norm": any(isinstance(m, torch.nn.LayerNorm) for m in policy.actor.trunk),
+        },
+    }
+    (partial / "config.json").write_text(json.dumps(header, indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in policy.actor.state_dict().items()}, str(partial / STEERED_FILE))
+    if path.exists():
+        shutil.rmtree(path)
+    partial.rename(path)
+    return path
+
+
+def load_steered(path: str | Path, config: dict, device: str = "cpu") -> SteeredPolicy:
+    """Rebuild a steered policy: load its base from ``config["base_path"]``, then the actor."""
+    from robot_rl.policies.checkpoint import load_policy
+
+    path = Path(path)
+    base_path = Path(config["base_path"])
+    if not base_path.is_dir():
+        raise FileNotFoundError(
+            f"{path / 'config.json'}: base checkpoint {base_path} is missing; the steered policy "
+            "references its base by path: restore it there or edit base_path"
+        )
+    base = load_policy(base_path, device=device)
+    actor = TanhGaussianActor(config["obs_dim"], config["noise_dim"], config["hidden_dims"], config["layer_norm"])
+    weights = path / STEERED_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"steered checkpoint {path} has no {STEERED_FILE}")
+    actor.load_state_dict(load_file(str(weights)))
+    return SteeredPolicy(base, actor.eval(), config["noise_bound"])

@@ -1,0 +1,81 @@
+"""``robot-rl improve improver=dsrl``: improve a pretrained policy, then evaluate it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from robot_rl.config import ImproveJob
+from robot_rl.core.policy import SteerableChunkPolicy
+from robot_rl.core.task import TaskConfig, make_env
+from robot_rl.eval.rollout import evaluate
+from robot_rl.improvers.dsrl import DSRL, DSRLConfig
+from robot_rl.improvers.online import train_dsrl
+from robot_rl.improvers.steered import save_steered
+from robot_rl.policies.checkpoint import load_policy
+
+
+def dsrl_config(improver: dict) -> DSRLConfig:
+    known = {f.name for f in fields(DSRLConfig)}
+    unknown = sorted(set(improver) - known - {"kind"})
+    if unknown:
+        raise ValueError(f"unknown DSRL settings {unknown}; known: {sorted(known)}")
+    return DSRLConfig(**{k: v for k, v in improver.items() if k != "kind"})
+
+
+def check_base_matches_task(base, task: TaskConfig) -> int:
+    """The base must read the task's observations and write its actions; returns the noise
+    actor's input size (state history). Raises naming both shapes otherwise."""
+    if not isinstance(base, SteerableChunkPolicy):
+        raise TypeError(
+            f"{type(base).__name__} is not steerable: DSRL needs a diffusion or flow policy "
+            "that denoises a given noise"
+        )
+    env = make_env(task)
+    try:
+        obs_space, act_dim = env.observation_space, int(np.prod(env.action_space.shape))
+    finally:
+        env.close()
+    for key, shape in getattr(base, "config").obs_shapes.items():
+        if key not in obs_space.spaces or tuple(obs_space[key].shape) != tuple(shape):
+            have = tuple(obs_space[key].shape) if key in obs_space.spaces else "missing"
+            raise ValueError(f"base policy reads {key!r} of shape {tuple(shape)}, task {task.name!r} "
+                             f"gives {have}: was the base trained on another task?")
+    if base.action_dim != act_dim:
+        raise ValueError(f"base policy writes {base.action_dim}-d actions, task {task.name!r} takes {act_dim}-d")
+    if "state" not in obs_space.spaces:
+        raise ValueError(f"task {task.name!r} has no 'state' observation for the noise actor")
+    return base.n_obs_steps * int(np.prod(obs_space["state"].shape))
+
+
+def improve_job(job: ImproveJob) -> dict:
+    if job.improver.get("kind") != "dsrl":
+        raise ValueError(f"unknown improver kind {job.improver.get('kind')!r}; available: ['dsrl']")
+    cfg = dsrl_config(job.improver)
+    task = job.task.build()
+    base = load_policy(job.base)
+    obs_dim = check_base_matches_task(base, task)
+    out = Path(job.out)
+    learner = DSRL(base, obs_dim, cfg)
+    history = train_dsrl(learner, task, out=out, resume=job.resume, progress=job.progress)
+    policy_dir = save_steered(learner.policy, out / "policy", job.base)
+    final = evaluate(learner.policy, task, job.final_eval_episodes, 16, cfg.eval_seed + 1, progress=False)
+    summary = {
+        "task": task.name,
+        "improver": f"dsrl-{cfg.variant}",
+        "base_success": history.base_success,
+        "final_success": final.success_rate,
+        "final_success_ci95": list(final.success_ci95),
+        "env_steps": history.env_steps[-1] if history.env_steps else 0,
+        "env_steps_to_90": history.steps_to(0.9),
+        "updates": history.updates,
+        "updates_per_s": history.updates / max(history.update_wall_s, 1e-9),
+        "wall_s": history.wall_s[-1] if history.wall_s else 0.0,
+        "policy": str(policy_dir),
+        "curve": str(out / "curve.png"),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
