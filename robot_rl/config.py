@@ -140,6 +140,8 @@ class DemoJob:
     """overrides of PretrainJob fields (steps, batch_size, lr, seed)"""
     eval: dict[str, Any] = field(default_factory=dict)
     """overrides of EvalJob fields (episodes, n_envs, seed, video_episodes)"""
+    improver: dict[str, Any] | None = None
+    """improver stage after pretraining (e.g. DSRL settings); None skips it"""
     out: str = "reports/demo"
     """report folder"""
 

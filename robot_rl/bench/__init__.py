@@ -6,4 +6,5 @@ named by its issue, plus ``cores`` and the settings it ran with.
 
 SUITES = {
     "foundation": "robot_rl.bench.foundation",
+    "dsrl": "robot_rl.bench.dsrl",
 }

@@ -20,7 +20,7 @@ from robot_rl.policies.checkpoint import load_policy
 
 def run(overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="robot_rl_bench_") as tmp:
-        job = config.load_job("demo", config.DemoJob, [f"out={tmp}/demo", *overrides])
+        job = config.load_job("demo", config.DemoJob, [f"out={tmp}/demo", "~improver", *overrides])
         report = demo(job)
         policy = load_policy(f"{tmp}/demo/policy")
     task = job.task.build()

@@ -43,6 +43,10 @@ class DSRLConfig:
     """vectorised training environments"""
     gamma: float = 0.99
     """per-step discount; a chunk of k steps is discounted by gamma^k"""
+    reward_type: str | None = "sparse"
+    """task reward the learner sees: 'sparse' (1 on success, as on a real robot), 'dense', or
+    None for the task's own setting. Shaped per-step rewards with termination on success can
+    pay more for hovering near the goal than for reaching it, so sparse is the default"""
     sac: SACConfig = field(default_factory=lambda: SACConfig(hidden_dims=(256, 256), utd_ratio=1))
     """the noise actor's (and noise critic's) SAC settings"""
     distill_batch: int = 256

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,8 @@ def train_dsrl(
     steered policy's evaluation history ``out/history.json`` and a resumable checkpoint
     ``out/checkpoint`` written after every evaluation (the last good one survives a crash)."""
     cfg = learner.cfg
+    if cfg.reward_type is not None:
+        task = replace(task, env_kwargs={**task.env_kwargs, "reward_type": cfg.reward_type})
     out = Path(out) if out else None
     writer = _writer(out)
     replay = ReplayBuffer(learner.obs_dim, learner.noise_dim + learner.chunk_dim, cfg.replay_capacity)

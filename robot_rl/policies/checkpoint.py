@@ -20,6 +20,7 @@ so a new policy is one class plus that decorator. The class provides ``config_cl
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import secrets
@@ -136,6 +137,9 @@ def load_policy(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
             f"checkpoint folder {path} does not exist (or is not a folder); "
             "write one with robot_rl.policies.save_policy(policy, path)"
         )
+    composite = _load_composite(path, device)
+    if composite is not None:
+        return composite
     cls, fields = _read_config(path / CONFIG_FILE)
     try:
         config = cls.config_class.from_dict({**fields, "device": device})
@@ -149,6 +153,24 @@ def load_policy(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
     policy = cls(config, normalizer)
     _load_weights(policy, path / MODEL_FILE)
     return policy.eval()
+
+
+# Policies built from other checkpoints (a steered policy references its base by path) have
+# their own loader, named by dotted path so that this module imports none of them.
+COMPOSITE_LOADERS = {"SteeredPolicy": "robot_rl.improvers.steered.load_steered"}
+
+
+def _load_composite(path: Path, device: str):
+    file = path / CONFIG_FILE
+    try:
+        header = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None  # _read_config reports the problem with the file
+    name = header.get("policy_class") if isinstance(header, dict) else None
+    if name not in COMPOSITE_LOADERS:
+        return None
+    module, _, func = COMPOSITE_LOADERS[name].rpartition(".")
+    return getattr(importlib.import_module(module), func)(path, header.get("config", {}), device)
 
 
 def _read_config(file: Path) -> tuple[type, dict[str, Any]]:
