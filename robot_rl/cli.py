@@ -61,8 +61,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = _runner(args.job)(args.overrides)
-    except (ValueError, KeyError, FileNotFoundError, ImportError, TypeError, HydraException,
-            OmegaConfBaseException) as err:
+    except (
+        ValueError,
+        KeyError,
+        FileNotFoundError,
+        ImportError,
+        TypeError,
+        HydraException,
+        OmegaConfBaseException,
+    ) as err:
         # the message names the bad value and the fix; a traceback would bury it
         print(f"robot-rl {args.job}: error: {err}", file=sys.stderr)
         return 2

@@ -40,7 +40,9 @@ class TaskNode:
 
     def build(self, **env_overrides: Any) -> TaskConfig:
         kwargs = {**self.env_kwargs, **env_overrides}
-        return TaskConfig(self.name, self.env_id, self.register_module, kwargs, self.expert, self.robot)
+        return TaskConfig(
+            self.name, self.env_id, self.register_module, kwargs, self.expert, self.robot
+        )
 
 
 @dataclass
@@ -97,7 +99,9 @@ class PretrainJob:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+            raise ValueError(
+                f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}"
+            )
 
 
 @dataclass
@@ -123,7 +127,9 @@ class EvalJob:
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.n_envs < 1:
-            raise ValueError(f"episodes and n_envs must be >= 1, got {self.episodes}, {self.n_envs}")
+            raise ValueError(
+                f"episodes and n_envs must be >= 1, got {self.episodes}, {self.n_envs}"
+            )
 
 
 @dataclass

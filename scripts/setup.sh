@@ -17,7 +17,6 @@ fi
 need_apt=()
 ldconfig -p | grep -q 'libEGL.so.1' || need_apt+=(libegl1)
 ldconfig -p | grep -q 'libGL.so.1' || need_apt+=(libgl1)
-ldconfig -p | grep -q 'libOSMesa.so' || need_apt+=(libosmesa6)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing system packages: ${need_apt[*]}"

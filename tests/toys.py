@@ -48,7 +48,9 @@ if TOY_ID not in gym.registry:
 class ConstantPolicy(ChunkPolicy):
     """Always pushes with the same action; stands in for a learned policy."""
 
-    def __init__(self, value: float, horizon: int = 4, n_action_steps: int = 2, n_obs_steps: int = 2):
+    def __init__(
+        self, value: float, horizon: int = 4, n_action_steps: int = 2, n_obs_steps: int = 2
+    ):
         self.value, self.action_dim = value, 1
         self.horizon, self.n_action_steps, self.n_obs_steps = horizon, n_action_steps, n_obs_steps
 

@@ -48,7 +48,9 @@ class DSRLBench:
 
 
 def run(overrides: list[str]) -> dict:
-    opts: DSRLBench = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DSRLBench), OmegaConf.from_dotlist(overrides)))
+    opts: DSRLBench = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(DSRLBench), OmegaConf.from_dotlist(overrides))
+    )
     task = config.load_job("improve", config.ImproveJob, [f"task={opts.task}"]).task.build()
     improver = config.load_job("improve", config.ImproveJob, []).improver
     with tempfile.TemporaryDirectory(prefix="robot_rl_bench_dsrl_") as tmp:
@@ -61,27 +63,55 @@ def run(overrides: list[str]) -> dict:
             for name in opts.methods:
                 print(f"[bench dsrl] {name} seed {seed}", flush=True)
                 if name == "sb3_sac":
-                    results[name].append(sb3_sac_run(task, opts.env_steps, seed, opts.eval_every, opts.eval_episodes))
+                    results[name].append(
+                        sb3_sac_run(task, opts.env_steps, seed, opts.eval_every, opts.eval_episodes)
+                    )
                     continue
-                cfg = replace(dsrl_config(improver), variant=name.removeprefix("dsrl_"), seed=seed,
-                              env_steps=opts.env_steps, eval_every=opts.eval_every)
-                results[name].append(_dsrl_run(base, obs_dim, task, cfg, base_eval.success_rate, opts))
+                cfg = replace(
+                    dsrl_config(improver),
+                    variant=name.removeprefix("dsrl_"),
+                    seed=seed,
+                    env_steps=opts.env_steps,
+                    eval_every=opts.eval_every,
+                )
+                results[name].append(
+                    _dsrl_run(base, obs_dim, task, cfg, base_eval.success_rate, opts)
+                )
     methods = {name: _summarise(runs) for name, runs in results.items()}
     dsrl = [m for m in ("dsrl_sac", "dsrl_na") if m in methods]
     best = max(dsrl, key=lambda m: methods[m]["final_success"]) if dsrl else None
-    figures = {"task": task.name, "base_checkpoint": str(base_path), "best_variant": best,
-               "base_success": base_eval.success_rate, "base_success_ci95": list(base_eval.success_ci95),
-               "seeds": opts.seeds, "methods": methods}  # fmt: skip
+    figures = {
+        "task": task.name,
+        "base_checkpoint": str(base_path),
+        "best_variant": best,
+        "base_success": base_eval.success_rate,
+        "base_success_ci95": list(base_eval.success_ci95),
+        "seeds": opts.seeds,
+        "methods": methods,
+    }
     if best:
-        figures.update({k: methods[best][k] for k in ("final_success", "env_steps_to_90", "env_steps", "wall_s", "updates_per_s")})
+        figures.update(
+            {
+                k: methods[best][k]
+                for k in (
+                    "final_success",
+                    "env_steps_to_90",
+                    "env_steps",
+                    "wall_s",
+                    "updates_per_s",
+                )
+            }
+        )
     ours, theirs = sac_updates_per_s(obs_dim, int(np.prod(base.noise_shape)))
-    figures.update(sac_updates_per_s=ours, sb3_sac_updates_per_s=theirs, sb3_updates_ratio=ours / theirs)
+    figures.update(
+        sac_updates_per_s=ours, sb3_sac_updates_per_s=theirs, sb3_updates_ratio=ours / theirs
+    )
     return figures
 
 
 def _pretrain_base(task: str, tmp: Path) -> str:
     job = config.load_job(
-        "demo", config.DemoJob, [f"task={task}", f"out={tmp / 'demo'}", "eval.video_episodes=0", "~improver"]
+        "demo", config.DemoJob, [f"task={task}", f"out={tmp / 'demo'}", "eval.video_episodes=0"]
     )
     demo(job)
     return str(tmp / "demo" / "policy")
@@ -91,14 +121,22 @@ def _dsrl_run(base, obs_dim, task, cfg: DSRLConfig, base_success: float, opts: D
     learner = DSRL(base, obs_dim, cfg)
     out = Path(opts.out) / f"{cfg.variant}_seed{cfg.seed}"
     start = time.perf_counter()
-    history = train_dsrl(learner, task, out=out, resume=False, progress=False, base_success=base_success)
+    history = train_dsrl(
+        learner, task, out=out, resume=False, progress=False, base_success=base_success
+    )
     wall = time.perf_counter() - start
     final = evaluate(learner.policy, task, opts.eval_episodes, 16, 20_000, progress=False)
-    return {"seed": cfg.seed, "base_success": base_success, "final_success": final.success_rate,
-            "final_success_ci95": list(final.success_ci95), "env_steps_to_90": history.steps_to(0.9),
-            "env_steps": history.env_steps[-1], "wall_s": wall,
-            "updates_per_s": history.updates / max(history.update_wall_s, 1e-9),
-            "curve": {"env_steps": history.env_steps, "success": history.success}}  # fmt: skip
+    return {
+        "seed": cfg.seed,
+        "base_success": base_success,
+        "final_success": final.success_rate,
+        "final_success_ci95": list(final.success_ci95),
+        "env_steps_to_90": history.steps_to(0.9),
+        "env_steps": history.env_steps[-1],
+        "wall_s": wall,
+        "updates_per_s": history.updates / max(history.update_wall_s, 1e-9),
+        "curve": {"env_steps": history.env_steps, "success": history.success},
+    }
 
 
 def _summarise(runs: list[dict]) -> dict:
@@ -109,17 +147,30 @@ def _summarise(runs: list[dict]) -> dict:
         m = float(np.median(values))
         return None if np.isinf(m) else m
 
-    keys = ("base_success", "final_success", "env_steps_to_90", "env_steps", "wall_s", "updates_per_s")
+    keys = (
+        "base_success",
+        "final_success",
+        "env_steps_to_90",
+        "env_steps",
+        "wall_s",
+        "updates_per_s",
+    )
     return {**{k: median(k) for k in keys}, "per_seed": runs}
 
 
-def sac_updates_per_s(obs_dim: int, act_dim: int, updates: int = 300, hidden=(256, 256)) -> tuple[float, float]:
+def sac_updates_per_s(
+    obs_dim: int, act_dim: int, updates: int = 300, hidden=(256, 256)
+) -> tuple[float, float]:
     """Our SAC's and SB3's gradient updates/s on the same sizes (batch 256, twin critics)."""
     sac = SAC(obs_dim, act_dim, SACConfig(hidden_dims=hidden, layer_norm=False))
     g = torch.Generator().manual_seed(0)
-    batch = {"obs": torch.randn(256, obs_dim, generator=g), "action": torch.rand(256, act_dim, generator=g) * 2 - 1,
-             "reward": torch.randn(256, generator=g), "next_obs": torch.randn(256, obs_dim, generator=g),
-             "discount": torch.full((256,), 0.99)}  # fmt: skip
+    batch = {
+        "obs": torch.randn(256, obs_dim, generator=g),
+        "action": torch.rand(256, act_dim, generator=g) * 2 - 1,
+        "reward": torch.randn(256, generator=g),
+        "next_obs": torch.randn(256, obs_dim, generator=g),
+        "discount": torch.full((256,), 0.99),
+    }
     for _ in range(20):
         sac.update(batch)
     start = time.perf_counter()

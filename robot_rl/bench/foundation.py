@@ -3,6 +3,7 @@ policy success (>= 100 episodes, 95% Wilson interval), pretrain and demo wall ti
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
 
@@ -20,7 +21,7 @@ from robot_rl.policies.checkpoint import load_policy
 
 def run(overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="robot_rl_bench_") as tmp:
-        job = config.load_job("demo", config.DemoJob, [f"out={tmp}/demo", "~improver", *overrides])
+        job = config.load_job("demo", config.DemoJob, [f"out={tmp}/demo", *overrides])
         report = demo(job)
         policy = load_policy(f"{tmp}/demo/policy")
     task = job.task.build()
@@ -57,7 +58,9 @@ def raw_env_steps_per_s(task: TaskConfig, steps: int = 20_000, seed: int = 0) ->
     return rate
 
 
-def policy_loop_env_steps_per_s(policy, task: TaskConfig, n_envs: int = 16, chunks: int = 60) -> float:
+def policy_loop_env_steps_per_s(
+    policy, task: TaskConfig, n_envs: int = 16, chunks: int = 60
+) -> float:
     """Env steps/s of the full acting loop: ``n_envs`` vectorised environments, one batched
     inference per chunk, wrappers included."""
     env = make_vector_env([lambda: make_policy_env(task, policy)] * n_envs)
@@ -72,12 +75,14 @@ def policy_loop_env_steps_per_s(policy, task: TaskConfig, n_envs: int = 16, chun
     return rate
 
 
-def chunk_latency_ms(policy, task: TaskConfig, calls: int = 300) -> list[float]:
-    """Wall time of one ``predict_chunk`` at batch 1 on real observations."""
+def chunk_latency_ms(policy, task: TaskConfig, calls: int = 1000) -> list[float]:
+    """Wall time of one ``predict_chunk`` at batch 1 on real observations. Garbage from the
+    earlier stages is collected first so that the figure is the policy's, not the demo's."""
+    gc.collect()
     env = make_policy_env(task, policy)
     obs, _ = env.reset(seed=0)
     batch = {k: v[None] for k, v in obs.items()}
-    for _ in range(20):
+    for _ in range(50):
         policy.predict_chunk(batch)
     times = []
     for _ in range(calls):

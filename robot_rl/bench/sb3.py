@@ -19,7 +19,9 @@ def _stable_baselines3():
     try:
         import stable_baselines3
     except ImportError as err:
-        raise ImportError("the SB3 baseline needs stable-baselines3: pip install 'robot-rl[baselines]'") from err
+        raise ImportError(
+            "the SB3 baseline needs stable-baselines3: pip install 'robot-rl[baselines]'"
+        ) from err
     return stable_baselines3
 
 
@@ -46,16 +48,32 @@ class SB3Policy(ChunkPolicy):
         return np.asarray(action, np.float32)[:, None]
 
 
-def sb3_sac_run(task: TaskConfig, env_steps: int, seed: int, eval_every: int, eval_episodes: int,
-                reward_type: str = "sparse", hidden=(256, 256), warmup: int = 2_000) -> dict:
+def sb3_sac_run(
+    task: TaskConfig,
+    env_steps: int,
+    seed: int,
+    eval_every: int,
+    eval_episodes: int,
+    reward_type: str = "sparse",
+    hidden=(256, 256),
+    warmup: int = 2_000,
+) -> dict:
     """Train SB3 SAC for ``env_steps`` steps (one update per step), evaluating on a schedule."""
     sb3 = _stable_baselines3()
     from stable_baselines3.common.callbacks import BaseCallback
 
     train_task = replace(task, env_kwargs={**task.env_kwargs, "reward_type": reward_type})
     env = StateOnly(make_env(train_task))
-    model = sb3.SAC("MlpPolicy", env, learning_starts=warmup, batch_size=256, seed=seed, device="cpu",
-                    policy_kwargs={"net_arch": list(hidden)}, verbose=0)  # fmt: skip
+    model = sb3.SAC(
+        "MlpPolicy",
+        env,
+        learning_starts=warmup,
+        batch_size=256,
+        seed=seed,
+        device="cpu",
+        policy_kwargs={"net_arch": list(hidden)},
+        verbose=0,
+    )
     policy = SB3Policy(model, int(np.prod(env.action_space.shape)))
     curve: dict[str, list] = {"env_steps": [], "success": []}
     updates = {"n": 0, "wall": 0.0}
@@ -81,12 +99,21 @@ def sb3_sac_run(task: TaskConfig, env_steps: int, seed: int, eval_every: int, ev
     model.learn(total_timesteps=env_steps, callback=Evaluate())
     wall = time.perf_counter() - start
     final = evaluate(policy, task, eval_episodes, 16, 20_000, progress=False)
-    steps_to_90 = next((s for s, r in zip(curve["env_steps"], curve["success"]) if r >= 0.9), None)
+    steps_to_90 = next(
+        (s for s, r in zip(curve["env_steps"], curve["success"], strict=False) if r >= 0.9), None
+    )
     env.close()
-    return {"seed": seed, "base_success": 0.0, "final_success": final.success_rate,
-            "final_success_ci95": list(final.success_ci95), "env_steps_to_90": steps_to_90,
-            "env_steps": env_steps, "wall_s": wall, "updates_per_s": updates["n"] / max(updates["wall"], 1e-9),
-            "curve": curve}  # fmt: skip
+    return {
+        "seed": seed,
+        "base_success": 0.0,
+        "final_success": final.success_rate,
+        "final_success_ci95": list(final.success_ci95),
+        "env_steps_to_90": steps_to_90,
+        "env_steps": env_steps,
+        "wall_s": wall,
+        "updates_per_s": updates["n"] / max(updates["wall"], 1e-9),
+        "curve": curve,
+    }
 
 
 def sb3_updates_per_s(obs_dim: int, act_dim: int, updates: int = 300, hidden=(256, 256)) -> float:
@@ -94,12 +121,16 @@ def sb3_updates_per_s(obs_dim: int, act_dim: int, updates: int = 300, hidden=(25
     sb3 = _stable_baselines3()
     space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
     dummy = _DummyEnv(space, gym.spaces.Box(-1, 1, (act_dim,), np.float32))
-    model = sb3.SAC("MlpPolicy", dummy, batch_size=256, device="cpu", policy_kwargs={"net_arch": list(hidden)})
+    model = sb3.SAC(
+        "MlpPolicy", dummy, batch_size=256, device="cpu", policy_kwargs={"net_arch": list(hidden)}
+    )
     model._setup_learn(total_timesteps=1)  # builds the logger that train() writes to
     rng = np.random.default_rng(0)
     for _ in range(1024):
         obs = rng.standard_normal((1, obs_dim)).astype(np.float32)
-        model.replay_buffer.add(obs, obs, rng.uniform(-1, 1, (1, act_dim)), rng.standard_normal(1), np.zeros(1), [{}])
+        model.replay_buffer.add(
+            obs, obs, rng.uniform(-1, 1, (1, act_dim)), rng.standard_normal(1), np.zeros(1), [{}]
+        )
     model.train(gradient_steps=20, batch_size=256)
     start = time.perf_counter()
     model.train(gradient_steps=updates, batch_size=256)

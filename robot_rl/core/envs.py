@@ -41,7 +41,8 @@ def check_action(action: Any, shape: tuple[int, ...]) -> np.ndarray:
     bad = ~np.isfinite(action)
     if bad.any():
         raise ValueError(
-            f"action contains NaN or inf at indices {np.argwhere(bad).tolist()}: {action.tolist()}; "
+            f"action contains NaN or inf at indices {np.argwhere(bad).tolist()}: "
+            f"{action.tolist()}; "
             "check the policy's output (normalisation statistics with zero std are a common cause)"
         )
     return np.clip(action, -1.0, 1.0)

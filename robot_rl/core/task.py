@@ -75,7 +75,9 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         if not self.name or not self.env_id:
-            raise ValueError(f"a task needs a name and an env_id, got {self.name!r}, {self.env_id!r}")
+            raise ValueError(
+                f"a task needs a name and an env_id, got {self.name!r}, {self.env_id!r}"
+            )
 
 
 def make_env(task: TaskConfig, **overrides: Any) -> gym.Env:
@@ -85,7 +87,8 @@ def make_env(task: TaskConfig, **overrides: Any) -> gym.Env:
         importlib.import_module(task.register_module)
     except ImportError as err:
         raise ImportError(
-            f"task {task.name!r} needs module {task.register_module!r} to register {task.env_id!r}: "
+            f"task {task.name!r} needs module {task.register_module!r} to register "
+            f"{task.env_id!r}: "
             f"{err}. Install the project (`make venv`) or the extra that provides it."
         ) from err
     if task.env_id not in gym.registry:

@@ -16,7 +16,12 @@ from robot_rl.core.task import TaskConfig  # noqa: E402
 
 
 def record_video(
-    policy: ChunkPolicy, task: TaskConfig, path: str | Path, episodes: int = 2, seed: int = 0, fps: int = 20
+    policy: ChunkPolicy,
+    task: TaskConfig,
+    path: str | Path,
+    episodes: int = 2,
+    seed: int = 0,
+    fps: int = 20,
 ) -> Path:
     """Roll out ``episodes`` episodes with rendering and write them one after another as mp4."""
     import imageio.v2 as imageio
@@ -48,11 +53,18 @@ def record_video(
     return path
 
 
-def plot_success(results: dict[str, tuple[float, float, float]], path: str | Path, title: str) -> Path:
+def plot_success(
+    results: dict[str, tuple[float, float, float]], path: str | Path, title: str
+) -> Path:
     """Bar chart of success rates with their 95% intervals: ``{label: (rate, lo, hi)}``."""
     labels = list(results)
     rates = np.array([results[k][0] for k in labels])
-    err = np.array([[r - results[k][1], results[k][2] - r] for k, r in zip(labels, rates)]).T
+    err = np.maximum(
+        0.0,
+        np.array(
+            [[r - results[k][1], results[k][2] - r] for k, r in zip(labels, rates, strict=False)]
+        ).T,
+    )
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(labels), 3.2))
     ax.bar(labels, 100 * rates, yerr=100 * err, capsize=6, color="#4C72B0")
     for i, r in enumerate(rates):
@@ -65,7 +77,12 @@ def plot_success(results: dict[str, tuple[float, float, float]], path: str | Pat
 
 
 def plot_curve(
-    x: Sequence[float], ys: dict[str, Sequence[float]], path: str | Path, xlabel: str, ylabel: str, title: str
+    x: Sequence[float],
+    ys: dict[str, Sequence[float]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    title: str,
 ) -> Path:
     """Line plot of one or more curves sharing an x axis (loss, success vs env steps, ...)."""
     fig, ax = plt.subplots(figsize=(5, 3.2))

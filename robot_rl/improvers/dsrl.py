@@ -47,7 +47,9 @@ class DSRLConfig:
     """task reward the learner sees: 'sparse' (1 on success, as on a real robot), 'dense', or
     None for the task's own setting. Shaped per-step rewards with termination on success can
     pay more for hovering near the goal than for reaching it, so sparse is the default"""
-    sac: SACConfig = field(default_factory=lambda: SACConfig(hidden_dims=(256, 256), utd_ratio=1))
+    sac: SACConfig = field(
+        default_factory=lambda: SACConfig(hidden_dims=(256, 256), init_alpha=1e-3)
+    )
     """the noise actor's (and noise critic's) SAC settings"""
     distill_batch: int = 256
     """DSRL-NA: noises per update for distilling Q_W from Q_A"""
@@ -66,7 +68,9 @@ class DSRLConfig:
         if self.variant not in ("sac", "na"):
             raise ValueError(f"DSRL variant must be 'sac' or 'na', got {self.variant!r}")
         if not self.noise_bound > 0:
-            raise ValueError(f"noise_bound must be > 0, got {self.noise_bound}; 1.5 is a good default")
+            raise ValueError(
+                f"noise_bound must be > 0, got {self.noise_bound}; 1.5 is a good default"
+            )
         if self.env_steps < 1 or self.n_envs < 1 or self.eval_every < 1:
             raise ValueError("env_steps, n_envs and eval_every must be >= 1")
         if isinstance(self.sac, dict):
@@ -90,9 +94,13 @@ class DSRL:
         self.policy = SteeredPolicy(base, self.sac.actor, cfg.noise_bound)
         if cfg.variant == "na":
             hidden, n = cfg.sac.hidden_dims, cfg.sac.n_critics
-            self.action_critic = CriticEnsemble(obs_dim, self.chunk_dim, hidden, n, cfg.sac.layer_norm)
+            self.action_critic = CriticEnsemble(
+                obs_dim, self.chunk_dim, hidden, n, cfg.sac.layer_norm
+            )
             self.action_critic_target = copy.deepcopy(self.action_critic).requires_grad_(False)
-            self.action_critic_opt = torch.optim.Adam(self.action_critic.parameters(), lr=cfg.sac.critic_lr)
+            self.action_critic_opt = torch.optim.Adam(
+                self.action_critic.parameters(), lr=cfg.sac.critic_lr
+            )
         self.rng = np.random.default_rng(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
@@ -143,7 +151,9 @@ class DSRL:
         n = min(self.cfg.distill_batch, obs.shape[0])
         obs = obs[:n]
         half = n // 2
-        gaussian = torch.randn(half, self.noise_dim, generator=self.generator) / self.cfg.noise_bound
+        gaussian = (
+            torch.randn(half, self.noise_dim, generator=self.generator) / self.cfg.noise_bound
+        )
         with torch.no_grad():
             actor_noise, _ = self.sac.actor(obs[half:])
             noise = torch.cat([gaussian.clamp(-0.999, 0.999), actor_noise])
@@ -164,11 +174,17 @@ class DSRL:
     def modules(self) -> dict[str, torch.nn.Module]:
         mods = {"sac": self.sac}
         if self.cfg.variant == "na":
-            mods.update(action_critic=self.action_critic, action_critic_target=self.action_critic_target)
+            mods.update(
+                action_critic=self.action_critic, action_critic_target=self.action_critic_target
+            )
         return mods
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        opts = {"actor_opt": self.sac.actor_opt, "critic_opt": self.sac.critic_opt, "alpha_opt": self.sac.alpha_opt}
+        opts = {
+            "actor_opt": self.sac.actor_opt,
+            "critic_opt": self.sac.critic_opt,
+            "alpha_opt": self.sac.alpha_opt,
+        }
         if self.cfg.variant == "na":
             opts["action_critic_opt"] = self.action_critic_opt
         return opts

@@ -27,7 +27,12 @@ from robot_rl.eval.rollout import evaluate, make_policy_env
 from robot_rl.improvers.dsrl import DSRL
 from robot_rl.improvers.steered import flat_state
 from robot_rl.rl.replay import ReplayBuffer
-from robot_rl.rl.state import load_optimizer, load_training_state, optimizer_tensors, save_training_state
+from robot_rl.rl.state import (
+    load_optimizer,
+    load_training_state,
+    optimizer_tensors,
+    save_training_state,
+)
 
 
 @dataclass
@@ -44,7 +49,9 @@ class History:
 
     def steps_to(self, threshold: float) -> int | None:
         """First evaluated env-step count at which success >= threshold."""
-        return next((s for s, r in zip(self.env_steps, self.success) if r >= threshold), None)
+        return next(
+            (s for s, r in zip(self.env_steps, self.success, strict=False) if r >= threshold), None
+        )
 
 
 def train_dsrl(
@@ -65,17 +72,26 @@ def train_dsrl(
         task = replace(task, env_kwargs={**task.env_kwargs, "reward_type": cfg.reward_type})
     out = Path(out) if out else None
     writer = _writer(out)
-    replay = ReplayBuffer(learner.obs_dim, learner.noise_dim + learner.chunk_dim, cfg.replay_capacity)
+    replay = ReplayBuffer(
+        learner.obs_dim, learner.noise_dim + learner.chunk_dim, cfg.replay_capacity
+    )
     history, env_steps = History(base_success=base_success), 0
     if out and resume and (out / "checkpoint").exists():
         history, env_steps = _load(learner, replay, out / "checkpoint")
     if history.base_success is None:
         history.base_success = _evaluate(learner.base, task, cfg).success_rate
-    env = make_vector_env([lambda: make_policy_env(task, learner.base, gamma=cfg.gamma)] * cfg.n_envs)
+    env = make_vector_env(
+        [lambda: make_policy_env(task, learner.base, gamma=cfg.gamma)] * cfg.n_envs
+    )
     obs, _ = env.reset(seed=cfg.seed + env_steps)
     next_eval = (env_steps // cfg.eval_every + 1) * cfg.eval_every
-    bar = tqdm(total=cfg.env_steps, initial=env_steps, desc=f"dsrl-{cfg.variant} {task.name}",
-               disable=not progress, unit="step")
+    bar = tqdm(
+        total=cfg.env_steps,
+        initial=env_steps,
+        desc=f"dsrl-{cfg.variant} {task.name}",
+        disable=not progress,
+        unit="step",
+    )
     start = time.perf_counter() - (history.wall_s[-1] if history.wall_s else 0.0)
     try:
         while env_steps < cfg.env_steps:
@@ -115,7 +131,9 @@ def train_dsrl(
 
 
 def _evaluate(policy, task: TaskConfig, cfg):
-    return evaluate(policy, task, cfg.eval_episodes, min(16, cfg.eval_episodes), cfg.eval_seed, progress=False)
+    return evaluate(
+        policy, task, cfg.eval_episodes, min(16, cfg.eval_episodes), cfg.eval_seed, progress=False
+    )
 
 
 def _record(history: History, env_steps: int, result, wall_s: float, writer) -> None:
@@ -137,8 +155,17 @@ def _writer(out: Path | None):
 
 
 def _save(learner: DSRL, replay: ReplayBuffer, history: History, env_steps: int, out: Path) -> None:
-    tensors = {f"{name}/{k}": v for name, mod in learner.modules().items() for k, v in mod.state_dict().items()}
-    meta = {"env_steps": env_steps, "history": history.__dict__, "optimizers": {}, "updates": learner.sac.updates}
+    tensors = {
+        f"{name}/{k}": v
+        for name, mod in learner.modules().items()
+        for k, v in mod.state_dict().items()
+    }
+    meta = {
+        "env_steps": env_steps,
+        "history": history.__dict__,
+        "optimizers": {},
+        "updates": learner.sac.updates,
+    }
     for name, opt in learner.optimizers().items():
         opt_tensors, meta["optimizers"][name] = optimizer_tensors(name, opt)
         tensors.update(opt_tensors)
@@ -148,18 +175,27 @@ def _save(learner: DSRL, replay: ReplayBuffer, history: History, env_steps: int,
     curves = {"steered (DSRL)": history.success}
     if history.base_success is not None:
         curves["base"] = [history.base_success] * len(history.success)
-    plot_curve(history.env_steps, curves, out / "curve.png", "env steps", "success rate",
-               f"DSRL-{learner.cfg.variant}")
+    plot_curve(
+        history.env_steps,
+        curves,
+        out / "curve.png",
+        "env steps",
+        "success rate",
+        f"DSRL-{learner.cfg.variant}",
+    )
 
 
 def _load(learner: DSRL, replay: ReplayBuffer, folder: Path) -> tuple[History, int]:
     tensors, meta = load_training_state(folder)
     for name, mod in learner.modules().items():
         prefix = name + "/"
-        mod.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        mod.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
     for name, opt in learner.optimizers().items():
         load_optimizer(name, opt, tensors, meta["optimizers"][name])
-    replay.load_state_dict({k[len("replay/"):]: v for k, v in tensors.items() if k.startswith("replay/")})
+    replay.load_state_dict(
+        {k[len("replay/") :]: v for k, v in tensors.items() if k.startswith("replay/")}
+    )
     learner.sac.updates = meta["updates"]
     return History(**meta["history"]), int(meta["env_steps"])
-

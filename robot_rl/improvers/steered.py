@@ -23,7 +23,9 @@ from robot_rl.rl.networks import LOG_STD_MAX, LOG_STD_MIN, TanhGaussianActor
 def flat_state(obs: Observation) -> np.ndarray:
     """``{"state": [B, To, D]}`` -> ``[B, To * D]`` float32, the noise actor's input."""
     if keys.STATE not in obs:
-        raise KeyError(f"the noise actor reads 'state', got keys {sorted(obs)}; enable state observations")
+        raise KeyError(
+            f"the noise actor reads 'state', got keys {sorted(obs)}; enable state observations"
+        )
     state = np.asarray(obs[keys.STATE], dtype=np.float32)
     return state.reshape(state.shape[0], -1)
 
@@ -34,8 +36,8 @@ class SteeredPolicy(SteerableChunkPolicy):
     def __init__(self, base: SteerableChunkPolicy, actor: TanhGaussianActor, noise_bound: float):
         if not isinstance(base, SteerableChunkPolicy):
             raise TypeError(
-                f"{type(base).__name__} is not steerable: DSRL needs a policy that denoises a given "
-                "noise (SteerableChunkPolicy), e.g. a diffusion or flow policy"
+                f"{type(base).__name__} is not steerable: DSRL needs a policy that denoises "
+                "a given noise (SteerableChunkPolicy), e.g. a diffusion or flow policy"
             )
         if noise_bound <= 0:
             raise ValueError(f"noise_bound must be > 0, got {noise_bound}")
@@ -81,12 +83,17 @@ def save_steered(policy: SteeredPolicy, path: str | Path, base_path: str | Path)
             "noise_bound": policy.noise_bound,
             "obs_dim": policy.actor.trunk[0].in_features,
             "noise_dim": policy.actor.act_dim,
-            "hidden_dims": [m.out_features for m in policy.actor.trunk if isinstance(m, torch.nn.Linear)][:-1],
+            "hidden_dims": [
+                m.out_features for m in policy.actor.trunk if isinstance(m, torch.nn.Linear)
+            ][:-1],
             "layer_norm": any(isinstance(m, torch.nn.LayerNorm) for m in policy.actor.trunk),
         },
     }
     (partial / "config.json").write_text(json.dumps(header, indent=2) + "\n")
-    save_file({k: v.contiguous() for k, v in policy.actor.state_dict().items()}, str(partial / STEERED_FILE))
+    save_file(
+        {k: v.contiguous() for k, v in policy.actor.state_dict().items()},
+        str(partial / STEERED_FILE),
+    )
     if path.exists():
         shutil.rmtree(path)
     partial.rename(path)
@@ -105,7 +112,9 @@ def load_steered(path: str | Path, config: dict, device: str = "cpu") -> Steered
             "references its base by path: restore it there or edit base_path"
         )
     base = load_policy(base_path, device=device)
-    actor = TanhGaussianActor(config["obs_dim"], config["noise_dim"], config["hidden_dims"], config["layer_norm"])
+    actor = TanhGaussianActor(
+        config["obs_dim"], config["noise_dim"], config["hidden_dims"], config["layer_norm"]
+    )
     weights = path / STEERED_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"steered checkpoint {path} has no {STEERED_FILE}")

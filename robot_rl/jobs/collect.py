@@ -20,7 +20,9 @@ def collect(job: CollectJob, progress: bool = True) -> dict:
     task = job.task.build(**overrides)
     store = open_or_create_store(Path(job.store), task, fps=_fps(task), overwrite=job.overwrite)
     env = make_env(task)
-    expert = make_expert(task, env, ExpertQuality(job.noise_std, job.suboptimal_prob), seed=job.seed)
+    expert = make_expert(
+        task, env, ExpertQuality(job.noise_std, job.suboptimal_prob), seed=job.seed
+    )
     successes = []
     try:
         bar = tqdm(range(job.episodes), desc=f"collect {task.name}", disable=not progress)
@@ -66,8 +68,13 @@ def run_expert_episode(env, expert, seed: int) -> tuple[dict[str, np.ndarray], b
     return episode, bool(any(successes))
 
 
-def open_or_create_store(path: Path, task: TaskConfig, fps: float, overwrite: bool = False,
-                         source: str = "scripted_expert") -> EpisodeStore:
+def open_or_create_store(
+    path: Path,
+    task: TaskConfig,
+    fps: float,
+    overwrite: bool = False,
+    source: str = "scripted_expert",
+) -> EpisodeStore:
     if overwrite and path.exists():
         shutil.rmtree(path)
     if path.exists():

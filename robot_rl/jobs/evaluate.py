@@ -21,6 +21,8 @@ def eval_job(job: EvalJob) -> dict:
     rate, (lo, hi) = result.success_rate, result.success_ci95
     summary["plot"] = str(plot_success({"policy": (rate, lo, hi)}, out / "success.png", task.name))
     if job.video_episodes > 0:
-        summary["video"] = str(record_video(policy, task, out / "rollout.mp4", job.video_episodes, job.seed))
+        summary["video"] = str(
+            record_video(policy, task, out / "rollout.mp4", job.video_episodes, job.seed)
+        )
     (out / "eval.json").write_text(json.dumps(summary, indent=2))
     return summary

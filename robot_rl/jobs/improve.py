@@ -39,13 +39,17 @@ def check_base_matches_task(base, task: TaskConfig) -> int:
         obs_space, act_dim = env.observation_space, int(np.prod(env.action_space.shape))
     finally:
         env.close()
-    for key, shape in getattr(base, "config").obs_shapes.items():
+    for key, shape in base.config.obs_shapes.items():
         if key not in obs_space.spaces or tuple(obs_space[key].shape) != tuple(shape):
             have = tuple(obs_space[key].shape) if key in obs_space.spaces else "missing"
-            raise ValueError(f"base policy reads {key!r} of shape {tuple(shape)}, task {task.name!r} "
-                             f"gives {have}: was the base trained on another task?")
+            raise ValueError(
+                f"base policy reads {key!r} of shape {tuple(shape)}, task {task.name!r} "
+                f"gives {have}: was the base trained on another task?"
+            )
     if base.action_dim != act_dim:
-        raise ValueError(f"base policy writes {base.action_dim}-d actions, task {task.name!r} takes {act_dim}-d")
+        raise ValueError(
+            f"base policy writes {base.action_dim}-d actions, task {task.name!r} takes {act_dim}-d"
+        )
     if "state" not in obs_space.spaces:
         raise ValueError(f"task {task.name!r} has no 'state' observation for the noise actor")
     return base.n_obs_steps * int(np.prod(obs_space["state"].shape))
@@ -62,7 +66,9 @@ def improve_job(job: ImproveJob) -> dict:
     learner = DSRL(base, obs_dim, cfg)
     history = train_dsrl(learner, task, out=out, resume=job.resume, progress=job.progress)
     policy_dir = save_steered(learner.policy, out / "policy", job.base)
-    final = evaluate(learner.policy, task, job.final_eval_episodes, 16, cfg.eval_seed + 1, progress=False)
+    final = evaluate(
+        learner.policy, task, job.final_eval_episodes, 16, cfg.eval_seed + 1, progress=False
+    )
     summary = {
         "task": task.name,
         "improver": f"dsrl-{cfg.variant}",

@@ -24,13 +24,20 @@ def build_policy(policy_cfg: dict[str, Any], store: EpisodeStore, seed: int = 0)
     Observation keys default to every ``state``/``image.*`` key the store holds."""
     cls = policy_class(policy_cfg.get("policy_class", ""))
     fields = {k: v for k, v in policy_cfg.items() if k not in META_FIELDS}
-    obs_keys = fields.pop("obs_keys", None) or [k for k in store.keys if k == keys.STATE or keys.is_image_key(k)]
+    obs_keys = fields.pop("obs_keys", None) or [
+        k for k in store.keys if k == keys.STATE or keys.is_image_key(k)
+    ]
     missing = [k for k in [*obs_keys, keys.ACTION] if k not in store.keys]
     if missing:
         raise KeyError(f"store {store.path} has no {missing}; it holds {list(store.keys)}")
     shapes = {k: tuple(store.schema[k].shape) for k in obs_keys}
     config = cls.config_class.from_dict(
-        {**fields, "obs_shapes": shapes, "action_dim": int(store.schema[keys.ACTION].shape[0]), "seed": seed}
+        {
+            **fields,
+            "obs_shapes": shapes,
+            "action_dim": int(store.schema[keys.ACTION].shape[0]),
+            "seed": seed,
+        }
     )
     stats = {k: store.stats(k) for k in config.norm_modes}
     return cls(config, Normalizer.from_stats(stats, config.norm_modes))
@@ -43,24 +50,44 @@ def pretrain_job(job: PretrainJob, plot_path: str | Path | None = None) -> dict:
         if store.n_episodes == 0:
             raise ValueError(f"store {job.store} has no episodes; run `robot-rl collect` first")
         policy = build_policy(job.policy, store, job.seed)
-        sampler = WindowSampler(store, list(policy.config.obs_shapes), policy.n_obs_steps, policy.horizon)
+        sampler = WindowSampler(
+            store, list(policy.config.obs_shapes), policy.n_obs_steps, policy.horizon
+        )
     finally:
         store.close()
     history = pretrain(
-        policy, sampler.sample, steps=job.steps, batch_size=job.batch_size, lr=job.lr,
-        weight_decay=job.weight_decay, log_dir=Path(job.out).with_name(Path(job.out).name + "_tb"),
-        progress=job.progress, seed=job.seed,
-    )  # fmt: skip
+        policy,
+        sampler.sample,
+        steps=job.steps,
+        batch_size=job.batch_size,
+        lr=job.lr,
+        weight_decay=job.weight_decay,
+        log_dir=Path(job.out).with_name(Path(job.out).name + "_tb"),
+        progress=job.progress,
+        seed=job.seed,
+    )
     path = save_policy(policy, job.out, overwrite=True)
     if plot_path:
         losses = np.asarray(history["losses"])
-        plot_curve(np.arange(1, len(losses) + 1), {"loss": _smooth(losses)}, plot_path,
-                   "gradient step", "BC loss", f"pretraining {job.policy.get('kind')}")
-    return {"checkpoint": str(path), "steps": job.steps, "wall_s": history["wall_s"],
-            "steps_per_s": history["steps_per_s"],
-            "final_loss": float(np.mean(history["losses"][-50:]))}  # fmt: skip
+        plot_curve(
+            np.arange(1, len(losses) + 1),
+            {"loss": _smooth(losses)},
+            plot_path,
+            "gradient step",
+            "BC loss",
+            f"pretraining {job.policy.get('kind')}",
+        )
+    return {
+        "checkpoint": str(path),
+        "steps": job.steps,
+        "wall_s": history["wall_s"],
+        "steps_per_s": history["steps_per_s"],
+        "final_loss": float(np.mean(history["losses"][-50:])),
+    }
 
 
 def _smooth(x: np.ndarray, width: int = 50) -> np.ndarray:
     width = max(1, min(width, len(x)))
-    return np.convolve(x, np.ones(width) / width, mode="valid").tolist() + [float(x[-1])] * (width - 1)
+    return np.convolve(x, np.ones(width) / width, mode="valid").tolist() + [float(x[-1])] * (
+        width - 1
+    )

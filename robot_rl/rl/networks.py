@@ -31,7 +31,9 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool = Tru
 class CriticEnsemble(nn.Module):
     """``n`` independent Q heads: (obs ``[B, O]``, action ``[B, A]``) -> ``[n, B]``."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], n: int = 2, layer_norm: bool = True):
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: Sequence[int], n: int = 2, layer_norm: bool = True
+    ):
         super().__init__()
         self.heads = nn.ModuleList(mlp(obs_dim + act_dim, hidden, 1, layer_norm) for _ in range(n))
 
@@ -48,13 +50,17 @@ class TanhGaussianActor(nn.Module):
         self.trunk = mlp(obs_dim, hidden, 2 * act_dim, layer_norm)
         self.act_dim = act_dim
 
-    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.trunk(obs).chunk(2, dim=-1)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
         std = log_std.exp()
         pre_tanh = mean if deterministic else mean + std * torch.randn_like(mean)
         action = torch.tanh(pre_tanh)
         # Gaussian log-density, then the tanh change of variables in a numerically stable form
-        log_prob = (-0.5 * ((pre_tanh - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = (
+            -0.5 * ((pre_tanh - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+        ).sum(-1)
         log_prob = log_prob - (2 * (math.log(2) - pre_tanh - F.softplus(-2 * pre_tanh))).sum(-1)
         return action, log_prob

@@ -28,17 +28,26 @@ class ReplayBuffer:
 
     def add(self, obs, action, reward, next_obs, discount) -> None:
         """Adds a batch of transitions (numpy or torch, leading dimension B)."""
-        data = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (obs, action, reward, next_obs, discount)]
+        data = [
+            torch.as_tensor(np.asarray(x), dtype=torch.float32)
+            for x in (obs, action, reward, next_obs, discount)
+        ]
         n = data[0].shape[0]
         if not all(torch.isfinite(x).all() for x in data):
-            raise ValueError("replay: refusing a transition with NaN/inf (check rewards and observations)")
+            raise ValueError(
+                "replay: refusing a transition with NaN/inf (check rewards and observations)"
+            )
         idx = (self.pos + torch.arange(n)) % self.capacity
-        for store, x in zip((self.obs, self.action, self.reward, self.next_obs, self.discount), data):
+        for store, x in zip(
+            (self.obs, self.action, self.reward, self.next_obs, self.discount), data, strict=False
+        ):
             store[idx] = x.reshape(store[idx].shape)
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def sample(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         if self.size == 0:
             raise ValueError("replay: cannot sample from an empty buffer")
         idx = torch.randint(0, self.size, (batch_size,), generator=generator)
@@ -54,15 +63,20 @@ class ReplayBuffer:
     def state_dict(self) -> dict[str, torch.Tensor]:
         n = self.size
         return {
-            "obs": self.obs[:n], "action": self.action[:n], "reward": self.reward[:n],
-            "next_obs": self.next_obs[:n], "discount": self.discount[:n],
+            "obs": self.obs[:n],
+            "action": self.action[:n],
+            "reward": self.reward[:n],
+            "next_obs": self.next_obs[:n],
+            "discount": self.discount[:n],
             "pos": torch.tensor(self.pos),
-        }  # fmt: skip
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         n = state["obs"].shape[0]
         if n > self.capacity:
-            raise ValueError(f"replay: saved buffer has {n} transitions, capacity is {self.capacity}")
+            raise ValueError(
+                f"replay: saved buffer has {n} transitions, capacity is {self.capacity}"
+            )
         for key in ("obs", "action", "reward", "next_obs", "discount"):
             getattr(self, key)[:n] = state[key]
         self.size, self.pos = n, int(state["pos"])

@@ -61,11 +61,14 @@ class SACConfig:
 class SAC(nn.Module):
     """SAC over flat observations ``[B, O]`` and actions ``[B, A]`` in [-1, 1]."""
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig = SACConfig()):
+    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig | None = None):
         super().__init__()
+        cfg = cfg or SACConfig()
         self.cfg, self.obs_dim, self.act_dim = cfg, obs_dim, act_dim
         self.actor = TanhGaussianActor(obs_dim, act_dim, cfg.hidden_dims, cfg.layer_norm)
-        self.critic = CriticEnsemble(obs_dim, act_dim, cfg.hidden_dims, cfg.n_critics, cfg.layer_norm)
+        self.critic = CriticEnsemble(
+            obs_dim, act_dim, cfg.hidden_dims, cfg.n_critics, cfg.layer_norm
+        )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(float(cfg.init_alpha)).log())
         self.target_entropy = -cfg.target_entropy_scale * act_dim
@@ -120,7 +123,11 @@ class SAC(nn.Module):
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
-        return {"actor_loss": actor_loss.item(), "alpha": self.alpha.item(), "entropy": -log_prob.mean().item()}
+        return {
+            "actor_loss": actor_loss.item(),
+            "alpha": self.alpha.item(),
+            "entropy": -log_prob.mean().item(),
+        }
 
     def optimizer_state(self) -> dict:
         return {
@@ -142,5 +149,5 @@ def check_finite(name: str, value: torch.Tensor) -> None:
 
 @torch.no_grad()
 def _polyak(source: nn.Module, target: nn.Module, tau: float) -> None:
-    for p, tp in zip(source.parameters(), target.parameters()):
+    for p, tp in zip(source.parameters(), target.parameters(), strict=False):
         tp.lerp_(p, tau)

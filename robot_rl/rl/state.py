@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_tensors(
+    prefix: str, opt: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict]:
     """Flatten an optimiser's state into tensors (per-parameter moments) and JSON (groups)."""
     state = opt.state_dict()
     tensors = {}
@@ -21,7 +23,9 @@ def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str
     return tensors, {"param_groups": state["param_groups"]}
 
 
-def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def load_optimizer(
+    prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict
+) -> None:
     per_param: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         if name.startswith(prefix + "/"):
@@ -36,7 +40,10 @@ def save_training_state(folder: str | Path, tensors: dict[str, torch.Tensor], me
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+        str(tmp / "state.safetensors"),
+    )
     (tmp / "state.json").write_text(json.dumps(meta, indent=2))
     old = folder.with_name(folder.name + ".old")
     if folder.exists():

@@ -10,7 +10,11 @@ from robot_rl.eval.stats import mean_interval, wilson_interval
 def test_wilson_interval_known_values():
     lo, hi = wilson_interval(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
-    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    for n in range(1, 40):
+        for k in (0, n):  # the interval always contains the observed rate
+            lo, hi = wilson_interval(k, n)
+            assert lo <= k / n <= hi
     with pytest.raises(ValueError, match="successes"):
         wilson_interval(11, 10)
 

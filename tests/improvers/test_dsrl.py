@@ -16,8 +16,16 @@ OBS_DIM = 2 * 2  # To=2 history of the toy's 2-d state
 
 def _cfg(variant, **kw):
     sac = SACConfig(hidden_dims=(32, 32), batch_size=32)
-    base = dict(variant=variant, reward_type=None, env_steps=240, warmup_env_steps=60, n_envs=2, eval_every=120,
-                eval_episodes=4, sac=sac)
+    base = dict(
+        variant=variant,
+        reward_type=None,
+        env_steps=240,
+        warmup_env_steps=60,
+        n_envs=2,
+        eval_every=120,
+        eval_episodes=4,
+        sac=sac,
+    )
     return DSRLConfig(**{**base, **kw})
 
 

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from robot_rl import cli, config
 from robot_rl.data import EpisodeStore

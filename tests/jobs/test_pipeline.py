@@ -14,24 +14,40 @@ from robot_rl.jobs.pretrain import pretrain_job
 from robot_rl.policies import DiffusionPolicy, load_policy
 
 TINY_DSRL = [
-    "improver.env_steps=160", "improver.warmup_env_steps=40", "improver.n_envs=2",
-    "improver.eval_every=160", "improver.eval_episodes=2", "improver.sac.hidden_dims=[16,16]",
-    "improver.sac.batch_size=16", "final_eval_episodes=2", "progress=false",
-]  # fmt: skip
+    "improver.env_steps=160",
+    "improver.warmup_env_steps=40",
+    "improver.n_envs=2",
+    "improver.eval_every=160",
+    "improver.eval_episodes=2",
+    "improver.sac.hidden_dims=[16,16]",
+    "improver.sac.batch_size=16",
+    "final_eval_episodes=2",
+    "progress=false",
+]
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     store = root / "demos.zarr"
-    collect(config.load_job("collect", config.CollectJob, ["episodes=4", f"store={store}"]), progress=False)
+    collect(
+        config.load_job("collect", config.CollectJob, ["episodes=4", f"store={store}"]),
+        progress=False,
+    )
     policies = {}
     for kind in ("diffusion", "bc"):
         job = config.load_job(
-            "pretrain", config.PretrainJob,
-            [f"policy={kind}", f"store={store}", f"out={root / kind}", "steps=4", "batch_size=8",
-             "progress=false"],
-        )  # fmt: skip
+            "pretrain",
+            config.PretrainJob,
+            [
+                f"policy={kind}",
+                f"store={store}",
+                f"out={root / kind}",
+                "steps=4",
+                "batch_size=8",
+                "progress=false",
+            ],
+        )
         policies[kind] = pretrain_job(job, plot_path=root / f"{kind}_loss.png")
     return root, store, policies
 
@@ -48,10 +64,17 @@ def test_eval_job_writes_json_png_and_video(pipeline):
     root, _, _ = pipeline
     out = root / "eval"
     job = config.load_job(
-        "eval", config.EvalJob,
-        [f"policy_path={root / 'diffusion'}", "episodes=3", "n_envs=2", f"out={out}",
-         "video_episodes=1", "progress=false"],
-    )  # fmt: skip
+        "eval",
+        config.EvalJob,
+        [
+            f"policy_path={root / 'diffusion'}",
+            "episodes=3",
+            "n_envs=2",
+            f"out={out}",
+            "video_episodes=1",
+            "progress=false",
+        ],
+    )
     summary = eval_job(job)
     saved = json.loads((out / "eval.json").read_text())
     assert saved["episodes"] == 3 and 0.0 <= saved["success_rate"] <= 1.0
@@ -64,7 +87,9 @@ def test_eval_job_writes_json_png_and_video(pipeline):
 def test_dsrl_improve_job_saves_a_steered_policy_that_reloads(pipeline):
     root, _, _ = pipeline
     out = root / "dsrl"
-    job = config.load_job("improve", config.ImproveJob, [f"base={root / 'diffusion'}", f"out={out}", *TINY_DSRL])
+    job = config.load_job(
+        "improve", config.ImproveJob, [f"base={root / 'diffusion'}", f"out={out}", *TINY_DSRL]
+    )
     summary = improve_job(job)
     assert summary["env_steps"] >= 160 and summary["updates"] > 0
     assert (out / "curve.png").is_file() and (out / "summary.json").is_file()
@@ -79,16 +104,22 @@ def test_dsrl_improve_job_saves_a_steered_policy_that_reloads(pipeline):
 
 def test_dsrl_refuses_an_unsteerable_base_and_a_base_from_another_task(pipeline):
     root, _, _ = pipeline
-    job = config.load_job("improve", config.ImproveJob, [f"base={root / 'bc'}", f"out={root / 'x'}", *TINY_DSRL])
+    job = config.load_job(
+        "improve", config.ImproveJob, [f"base={root / 'bc'}", f"out={root / 'x'}", *TINY_DSRL]
+    )
     with pytest.raises(TypeError, match="not steerable"):
         improve_job(job)
     job = config.load_job(
-        "improve", config.ImproveJob, ["task=lift", f"base={root / 'diffusion'}", f"out={root / 'y'}", *TINY_DSRL]
+        "improve",
+        config.ImproveJob,
+        ["task=lift", f"base={root / 'diffusion'}", f"out={root / 'y'}", *TINY_DSRL],
     )
     with pytest.raises(ValueError, match="another task"):
         improve_job(job)
     job = config.load_job(
-        "improve", config.ImproveJob, ["improver.noise_bound=0", f"base={root / 'diffusion'}", *TINY_DSRL]
+        "improve",
+        config.ImproveJob,
+        ["improver.noise_bound=0", f"base={root / 'diffusion'}", *TINY_DSRL],
     )
     with pytest.raises(ValueError, match="noise_bound must be > 0"):
         improve_job(job)
