@@ -1,8 +1,10 @@
 """The steered policy: a frozen steerable base plus a noise actor that chooses its latent noise.
 
 It is itself a steerable chunk policy: its own latent ``z ~ N(0, I)`` is the noise actor's
-reparameterisation noise, ``w = bound * tanh(mean(s) + std(s) * z)``; ``z = None`` acts with the
-actor's mean. So it can be evaluated, deployed, and steered again.
+reparameterisation noise, ``w = bound * tanh(mean(s) + std(s) * z)``. As for every steerable
+policy, ``z = None`` draws the latent from N(0, I) (the stochastic policy SAC trained);
+``deterministic=True`` acts with the actor's mean instead. So it can be evaluated, deployed, and
+steered again.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ def flat_state(obs: Observation) -> np.ndarray:
 class SteeredPolicy(SteerableChunkPolicy):
     """base (steerable, frozen) + noise actor ``state history -> noise [H, A]``."""
 
-    def __init__(self, base: SteerableChunkPolicy, actor: TanhGaussianActor, noise_bound: float):
+    def __init__(
+        self,
+        base: SteerableChunkPolicy,
+        actor: TanhGaussianActor,
+        noise_bound: float,
+        deterministic: bool = False,
+        seed: int = 0,
+    ):
         if not isinstance(base, SteerableChunkPolicy):
             raise TypeError(
                 f"{type(base).__name__} is not steerable: DSRL needs a policy that denoises "
@@ -45,6 +54,8 @@ class SteeredPolicy(SteerableChunkPolicy):
         self.action_dim, self.horizon = base.action_dim, base.horizon
         self.n_action_steps, self.n_obs_steps = base.n_action_steps, base.n_obs_steps
         self.noise_shape = (int(np.prod(base.noise_shape)),)
+        self.deterministic = deterministic
+        self.rng = np.random.default_rng(seed)
 
     @torch.no_grad()
     def base_noise(self, obs: Observation, z: np.ndarray | None = None) -> np.ndarray:
@@ -52,6 +63,8 @@ class SteeredPolicy(SteerableChunkPolicy):
         s = torch.from_numpy(flat_state(obs))
         mean, log_std = self.actor.trunk(s).chunk(2, dim=-1)
         pre = mean
+        if z is None and not self.deterministic:
+            z = self.rng.standard_normal(mean.shape)
         if z is not None:
             log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
             pre = mean + log_std.exp() * torch.as_tensor(z, dtype=torch.float32).reshape(mean.shape)

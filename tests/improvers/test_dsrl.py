@@ -51,6 +51,14 @@ def test_steered_policy_respects_bound_and_is_deterministic_given_latent():
         actor.trunk[-1].bias.fill_(50.0)  # saturate: the bound must still hold
     policy = SteeredPolicy(ToySteerable(), actor, noise_bound=1.5)
     obs = {"state": np.zeros((3, 2, 2), np.float32)}
+    with torch.no_grad():
+        actor.trunk[-1].bias[4:].fill_(0.0)  # log-std: a wide policy, so samples differ
+        actor.trunk[-1].bias[:4].fill_(0.0)
+    assert not np.array_equal(policy.base_noise(obs), policy.base_noise(obs))  # z ~ N(0, I)
+    policy.deterministic = True
+    np.testing.assert_array_equal(policy.base_noise(obs), policy.base_noise(obs))
+    with torch.no_grad():
+        actor.trunk[-1].bias.fill_(50.0)
     w = policy.base_noise(obs)
     assert w.shape == (3, 4, 1) and np.all(np.abs(w) <= 1.5 + 1e-6)
     z = np.random.default_rng(0).standard_normal((3, 4))
