@@ -23,6 +23,9 @@ def test_bad_configs_fail_with_the_offending_name(capsys):
     assert cli.main(["collect", "task=nosuch"]) == 2
     err = capsys.readouterr().err
     assert "task/nosuch" in err and "push" in err  # lists what exists
+    assert cli.main(["pretrain", "policy=nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "policy/nosuch" in err and "diffusion" in err
     assert cli.main(["collect", "episods=3"]) == 2
     assert "episods" in capsys.readouterr().err
     assert cli.main(["collect", "episodes=zero"]) == 2
