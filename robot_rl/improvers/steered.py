@@ -57,6 +57,12 @@ class SteeredPolicy(SteerableChunkPolicy):
         self.deterministic = deterministic
         self.rng = np.random.default_rng(seed)
 
+    @property
+    def config(self):
+        """The base's config: a steered policy reads the same observations and writes the
+        same actions, so it can be checked against a task and steered again."""
+        return self.base.config
+
     @torch.no_grad()
     def base_noise(self, obs: Observation, z: np.ndarray | None = None) -> np.ndarray:
         """The latent noise handed to the base, ``[B, *base.noise_shape]``, within the bound."""

@@ -124,3 +124,21 @@ def test_dsrl_refuses_an_unsteerable_base_and_a_base_from_another_task(pipeline)
     )
     with pytest.raises(ValueError, match="noise_bound must be > 0"):
         improve_job(job)
+
+
+def test_a_steered_policy_can_be_steered_again(pipeline):
+    root, _, _ = pipeline
+    first, second = root / "dsrl_once", root / "dsrl_twice"
+    improve_job(
+        config.load_job(
+            "improve", config.ImproveJob, [f"base={root / 'diffusion'}", f"out={first}", *TINY_DSRL]
+        )
+    )
+    job = config.load_job(
+        "improve", config.ImproveJob, [f"base={first / 'policy'}", f"out={second}", *TINY_DSRL]
+    )
+    summary = improve_job(job)
+    twice = load_policy(second / "policy")
+    assert isinstance(twice.base, SteeredPolicy) and isinstance(twice.base.base, DiffusionPolicy)
+    assert twice.noise_shape == (32,) and summary["updates"] > 0
+    assert twice.predict_chunk({"state": np.zeros((2, 2, 10), np.float32)}).shape == (2, 16, 2)
