@@ -27,7 +27,7 @@ from robot_rl.policies.encoders import ObservationEncoder
 from robot_rl.policies.normalize import Normalizer
 from robot_rl.policies.tensors import (
     batch_to_tensors,
-    check_normalizer,
+    bind_policy,
     masked_mean,
     obs_to_tensors,
     to_env_actions,
@@ -73,13 +73,7 @@ class GaussianBCPolicy(ChunkPolicy, nn.Module):
 
     def __init__(self, config: GaussianBCPolicyConfig, normalizer: Normalizer) -> None:
         super().__init__()
-        check_normalizer(normalizer, config)
-        self.config = config
-        self.normalizer = normalizer.to(config.torch_device)
-        self.action_dim = config.action_dim
-        self.horizon = config.horizon
-        self.n_obs_steps = config.n_obs_steps
-        self.n_action_steps = config.n_action_steps
+        bind_policy(self, config, normalizer)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(config.seed)
             self.obs_encoder = ObservationEncoder(config)

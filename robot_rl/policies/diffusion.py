@@ -35,8 +35,8 @@ from robot_rl.policies.encoders import ObservationEncoder
 from robot_rl.policies.normalize import Normalizer
 from robot_rl.policies.tensors import (
     batch_to_tensors,
+    bind_policy,
     check_noise_tensor,
-    check_normalizer,
     masked_mean,
     obs_to_tensors,
     to_env_actions,
@@ -122,13 +122,7 @@ class DiffusionPolicy(SteerableChunkPolicy, nn.Module):
 
     def __init__(self, config: DiffusionPolicyConfig, normalizer: Normalizer) -> None:
         super().__init__()
-        check_normalizer(normalizer, config)
-        self.config = config
-        self.normalizer = normalizer.to(config.torch_device)
-        self.action_dim = config.action_dim
-        self.horizon = config.horizon
-        self.n_obs_steps = config.n_obs_steps
-        self.n_action_steps = config.n_action_steps
+        bind_policy(self, config, normalizer)
         self.noise_shape = (config.horizon, config.action_dim)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(config.seed)

@@ -137,3 +137,15 @@ def check_noise_tensor(noise: torch.Tensor, batch: int, noise_shape: tuple[int, 
         raise ValueError(f"noise has shape {tuple(noise.shape)}, the policy expects {expected}")
     if not bool(torch.isfinite(noise).all()):
         raise ValueError("noise contains NaN or inf; steering noise must be finite")
+
+
+def bind_policy(policy, config, normalizer) -> None:
+    """The set-up every policy shares: check the normaliser covers the config's keys, keep
+    config and normaliser (on the config's device), and expose the chunk-policy dimensions."""
+    check_normalizer(normalizer, config)
+    policy.config = config
+    policy.normalizer = normalizer.to(config.torch_device)
+    policy.action_dim = config.action_dim
+    policy.horizon = config.horizon
+    policy.n_obs_steps = config.n_obs_steps
+    policy.n_action_steps = config.n_action_steps
