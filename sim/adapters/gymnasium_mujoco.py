@@ -36,7 +36,7 @@ from gymnasium.envs.mujoco import MujocoEnv
 from robot_rl.core import keys
 from robot_rl.core.policy import Observation
 from robot_rl.core.task import ScriptedExpert
-from sim.tasks.base import REWARD_TYPES, FastRenderer, use_fast_visuals
+from sim.tasks.base import FastRenderer, check_task_options, use_fast_visuals
 
 REACHER_SUCCESS_DIST = 0.02
 PUSHER_SUCCESS_DIST = 0.05
@@ -117,12 +117,7 @@ class GymMujocoEnv(gym.Env):
     ):
         if inner_id not in SPECS:
             raise ValueError(f"no robot_rl spec for {inner_id!r}; known: {sorted(SPECS)}")
-        if reward_type not in REWARD_TYPES:
-            raise ValueError(f"reward_type must be one of {REWARD_TYPES}, got {reward_type!r}")
-        if render_mode is not None and render_mode not in ("rgb_array",):
-            raise ValueError(
-                f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None"
-            )
+        check_task_options(reward_type, render_mode, image_size)
         self.task_spec = SPECS[inner_id]
         unknown = [c for c in cameras if c not in self.task_spec.cameras]
         if unknown:

@@ -30,7 +30,7 @@ from gymnasium import spaces
 from robot_rl.core import keys
 from robot_rl.core.policy import Observation
 from robot_rl.core.task import ScriptedExpert
-from sim.tasks.base import REWARD_TYPES, use_fast_visuals
+from sim.tasks.base import check_task_options, use_fast_visuals
 
 STATE_KEYS = (
     "robot0_eef_pos",
@@ -107,12 +107,7 @@ class RobosuiteLiftEnv(gym.Env):
         render_camera: str = "frontview",
         render_size: int = 128,
     ):
-        if reward_type not in REWARD_TYPES:
-            raise ValueError(f"reward_type must be one of {REWARD_TYPES}, got {reward_type!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None"
-            )
+        check_task_options(reward_type, render_mode, image_size)
         robosuite = import_robosuite()
         from robosuite.controllers import load_composite_controller_config
 

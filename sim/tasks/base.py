@@ -47,6 +47,16 @@ def use_fast_visuals(model: mujoco.MjModel) -> None:
     model.mat_reflectance[:] = 0.0
 
 
+def check_task_options(reward_type: str, render_mode: str | None, image_size: int) -> None:
+    """The constructor options every robot_rl task shares; errors name the bad value."""
+    if reward_type not in REWARD_TYPES:
+        raise ValueError(f"reward_type must be one of {REWARD_TYPES}, got {reward_type!r}")
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
+    if image_size < 8:
+        raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
+
+
 class FastRenderer:
     """Lazily created ``mujoco.Renderer``s, one per image size, with shadows and reflections
     off. Nothing touches OpenGL until the first image is asked for."""
@@ -113,15 +123,7 @@ class MujocoTaskEnv(gym.Env):
         render_mode: str | None = None,
         terminate_on_success: bool = True,
     ):
-        if reward_type not in REWARD_TYPES:
-            raise ValueError(f"reward_type must be one of {REWARD_TYPES}, got {reward_type!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode {render_mode!r} is not supported; use one of "
-                f"{self.metadata['render_modes']} or None"
-            )
-        if image_size < 8:
-            raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
+        check_task_options(reward_type, render_mode, image_size)
         self.model = load_asset(self.asset)
         self.data = mujoco.MjData(self.model)
         known = [self.model.camera(i).name for i in range(self.model.ncam)]
