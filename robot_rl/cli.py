@@ -18,6 +18,7 @@ JOBS: dict[str, str] = {
     "eval": "success rate (95% Wilson interval), return, length, video, PNG",
     "improve": "improve a pretrained policy (improver=dsrl), with curves and checkpoints",
     "demo": "collect imperfect demos -> pretrain -> evaluate -> DSRL -> report folder",
+    "serve": "deployment daemon on a robot: robot-rl serve robot=sim_push policy=PATH",
 }
 
 
@@ -39,6 +40,10 @@ def _runner(job: str) -> Callable[[list[str]], dict]:
             from robot_rl.jobs.improve import improve_job
 
             return improve_job(config.load_job("improve", config.ImproveJob, overrides))
+        if job == "serve":
+            from robot_rl.jobs.serve import serve_job, serve_overrides
+
+            return serve_job(config.load_job("serve", config.ServeJob, serve_overrides(overrides)))
         from robot_rl.jobs.demo import demo
 
         return demo(config.load_job("demo", config.DemoJob, overrides))

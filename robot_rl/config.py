@@ -227,10 +227,49 @@ class ImproveJob:
     """show a progress bar"""
 
 
+@dataclass
+class ServeJob:
+    """``robot-rl serve robot=... policy=...``: the deployment daemon on a robot."""
+
+    robot: dict[str, Any]
+    """robot group entry: ``name``, ``task``, ``driver`` (``_target_`` + arguments), ``safety``"""
+    policy_path: str | None = None
+    """checkpoint folder to load at start (``policy=...`` on the command line); base, steered
+    or offline-improved, anything ``load_policy`` reads"""
+    store: str = "datasets/${robot.name}_robot.zarr"
+    """episode store every episode is appended to (created if missing)"""
+    host: str = "127.0.0.1"
+    """control API address; anything but loopback needs a token"""
+    port: int = 8765
+    """control API port (0: any free port, printed at start)"""
+    token: str | None = None
+    """API token (else the ROBOT_RL_TOKEN environment variable)"""
+    rate_hz: float = 30.0
+    """control rate, 10-50 Hz"""
+    max_episode_steps: int = 300
+    """control steps before an episode is truncated"""
+    prefetch: int = 2
+    """request the next chunk when this many actions are left (-1: when used up)"""
+    episodes: int = 0
+    """run this many episodes back to back, then exit (0: serve until stopped)"""
+    seed: int = 0
+    """seed of the first episode and of the latent noise"""
+    runner: str = "real.serve.serve"
+    """dotted path of the daemon's entry point (the core does not import real/)"""
+
+    def __post_init__(self) -> None:
+        if not 10.0 <= self.rate_hz <= 50.0:
+            raise ValueError(f"serve.rate_hz must be in [10, 50] Hz, got {self.rate_hz}")
+        for key in ("name", "driver", "safety"):
+            if key not in self.robot:
+                raise ValueError(f"robot config lacks {key!r}; see configs/robot/*.yaml")
+
+
 JOB_SCHEMAS: dict[str, type] = {
     "collect": CollectJob,
     "pretrain": PretrainJob,
     "eval": EvalJob,
     "improve": ImproveJob,
     "demo": DemoJob,
+    "serve": ServeJob,
 }
