@@ -15,28 +15,35 @@ import numpy as np
 
 
 @dataclass
-class _Moments:
+class Moments:
+    """Count, mean, sum of squared deviations (M2), min and max per channel; mergeable."""
+
     count: int
     mean: np.ndarray
     m2: np.ndarray
     low: np.ndarray
     high: np.ndarray
 
-    def merge(self, other: _Moments) -> _Moments:
+    def merge(self, other: Moments) -> Moments:
         count = self.count + other.count
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.count / count)
         m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / count)
-        return _Moments(
+        return Moments(
             count, mean, m2, np.minimum(self.low, other.low), np.maximum(self.high, other.high)
         )
 
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation (ddof=0)."""
+        return np.sqrt(np.maximum(self.m2 / self.count, 0.0))
 
-def _block_moments(values: np.ndarray) -> _Moments:
+
+def block_moments(values: np.ndarray) -> Moments:
     """values ``[C, n]`` float64, contiguous -> moments over n (reducing the contiguous axis
     is several times faster than reducing axis 0 of ``[n, C]`` when C is small)."""
     mean = values.mean(axis=1)
-    return _Moments(
+    return Moments(
         count=values.shape[1],
         mean=mean,
         m2=((values - mean[:, None]) ** 2).sum(axis=1),
@@ -59,7 +66,7 @@ def feature_stats(
     """
     if n_rows <= 0:
         raise ValueError("no published frames to compute statistics over; append an episode")
-    total: _Moments | None = None
+    total: Moments | None = None
     histogram: np.ndarray | None = None
     feature_shape: tuple[int, ...] = ()
     for start in range(0, n_rows, block_rows):
@@ -72,7 +79,7 @@ def feature_stats(
             counts = np.stack([np.bincount(flat[:, c], minlength=256) for c in channels])
             histogram = counts if histogram is None else histogram + counts
             continue
-        moments = _block_moments(np.ascontiguousarray(flat.T, dtype=np.float64))
+        moments = block_moments(np.ascontiguousarray(flat.T, dtype=np.float64))
         total = moments if total is None else total.merge(moments)
     if histogram is not None:
         total = _histogram_moments(histogram)
@@ -89,7 +96,7 @@ def feature_stats(
     }
 
 
-def _histogram_moments(counts: np.ndarray) -> _Moments:
+def _histogram_moments(counts: np.ndarray) -> Moments:
     """counts ``[C, 256]`` of uint8 values -> moments per channel."""
     values = np.arange(counts.shape[1], dtype=np.float64)
     count = counts.sum(axis=1)
@@ -98,4 +105,4 @@ def _histogram_moments(counts: np.ndarray) -> _Moments:
     present = counts > 0
     low = np.argmax(present, axis=1).astype(np.float64)
     high = (counts.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)).astype(np.float64)
-    return _Moments(int(count[0]), mean, m2, low, high)
+    return Moments(int(count[0]), mean, m2, low, high)
