@@ -19,7 +19,15 @@ JOBS: dict[str, str] = {
     "improve": "improve a pretrained policy (improver=dsrl), with curves and checkpoints",
     "demo": "collect imperfect demos -> pretrain -> evaluate -> DSRL -> report folder",
     "serve": "deployment daemon on a robot: robot-rl serve robot=sim_push policy=PATH",
+    "convert": "convert SRC DST: LeRobot, robomimic HDF5, diffusion_policy zarr <-> store",
+    "dataset": "dataset check PATH: schema, NaN, boundaries, timestamps, actions; summary, PNG",
 }
+
+POSITIONALS: dict[str, tuple[str, ...]] = {
+    "convert": ("src", "dst"),
+    "dataset": ("command", "path"),
+}
+"""Leading arguments without '=' that a job takes by position, e.g. ``convert SRC DST``."""
 
 
 def _runner(job: str) -> Callable[[list[str]], dict]:
@@ -40,6 +48,12 @@ def _runner(job: str) -> Callable[[list[str]], dict]:
             from robot_rl.jobs.improve import improve_job
 
             return improve_job(config.load_job("improve", config.ImproveJob, overrides))
+        if job in ("convert", "dataset"):
+            from robot_rl.jobs.convert import convert_job, dataset_job
+
+            if job == "convert":
+                return convert_job(config.load_job(job, config.ConvertJob, overrides))
+            return dataset_job(config.load_job(job, config.DatasetJob, overrides))
         if job == "serve":
             from robot_rl.jobs.serve import serve_job, serve_overrides
 
@@ -65,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        result = _runner(args.job)(args.overrides)
+        result = _runner(args.job)(positional_overrides(args.job, args.overrides))
     except (
         ValueError,
         KeyError,
@@ -79,4 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robot-rl {args.job}: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))
-    return 0
+    return 0 if result.get("ok", True) else 1  # a dataset check that found errors fails
+
+
+def positional_overrides(job: str, args: list[str]) -> list[str]:
+    """``convert a.hdf5 b.zarr fps=20`` -> ``["src='a.hdf5'", "dst='b.zarr'", "fps=20"]``."""
+    names = iter(POSITIONALS.get(job, ()))
+    overrides = []
+    for arg in args:
+        name = next(names, None) if "=" not in arg else None
+        if name is None:
+            overrides.append(arg)
+        else:  # quoted, so that a path with ',' or ':' is not read as Hydra syntax
+            quoted = arg.replace("\\", "\\\\").replace("'", "\\'")
+            overrides.append(f"{name}='{quoted}'")
+    return overrides

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 
 from robot_rl.core.task import ExpertQuality, TaskConfig
+from robot_rl.data.convert.options import CheckOptions, ConvertOptions
 
 T = TypeVar("T")
 
@@ -191,7 +192,7 @@ def _register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    for job, schema in JOB_SCHEMAS.items():
+    for job, schema in {**JOB_SCHEMAS, **DATASET_JOB_SCHEMAS}.items():
         store.store(name=f"{job}_schema", node=schema)
 
 
@@ -265,6 +266,39 @@ class ServeJob:
                 raise ValueError(f"robot config lacks {key!r}; see configs/robot/*.yaml")
 
 
+@dataclass
+class ConvertJob(ConvertOptions):
+    """``robot-rl convert SRC DST``: between LeRobot, robomimic HDF5, diffusion_policy zarr and
+    the episode store (fields of :class:`ConvertOptions`, e.g. ``keys.state=[...]``)."""
+
+    src: str = ""
+    """dataset to read (the first positional argument)"""
+    dst: str = ""
+    """dataset to write (the second positional argument)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.src or not self.dst:
+            raise ValueError("convert needs a source and a destination: robot-rl convert SRC DST")
+
+
+@dataclass
+class DatasetJob(CheckOptions):
+    """``robot-rl dataset check PATH``: validate a dataset, write a summary and a PNG."""
+
+    command: str = ""
+    """what to do (the first positional argument): check"""
+    path: str = ""
+    """the dataset (the second positional argument)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.command != "check" or not self.path:
+            raise ValueError(
+                f"dataset {self.command or '(no command)'}: use robot-rl dataset check PATH"
+            )
+
+
 JOB_SCHEMAS: dict[str, type] = {
     "collect": CollectJob,
     "pretrain": PretrainJob,
@@ -273,3 +307,6 @@ JOB_SCHEMAS: dict[str, type] = {
     "demo": DemoJob,
     "serve": ServeJob,
 }
+
+DATASET_JOB_SCHEMAS: dict[str, type] = {"convert": ConvertJob, "dataset": DatasetJob}
+"""Jobs on dataset paths rather than a task; cli.py maps their positional arguments."""
