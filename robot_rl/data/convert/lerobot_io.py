@@ -12,7 +12,8 @@ a temporary folder that is renamed into place when complete. Store keys become L
     state -> observation.state      image.<cam> -> observation.images.<cam>
     action -> action                reward -> next.reward
     terminated -> next.done         is_success -> next.success
-    timestamp -> timestamp          any other key keeps its name
+    timestamp: LeRobot derives it   any other key keeps its name
+    from frame_index / fps
 
 and ``meta/robot_rl.json`` records the store's keys, task, fps and per-episode success, so
 that converting the export back gives exactly the store it came from.
@@ -53,6 +54,7 @@ _STORE_TO_LEROBOT = {
     K.IS_SUCCESS: "next.success",
 }
 _BOOKKEEPING = ("index", "episode_index")
+TIMESTAMP_TOLERANCE_S = 1e-4  # LeRobotDataset's default tolerance_s
 
 
 def lerobot_name(store_key: str) -> str:
@@ -292,6 +294,7 @@ class LeRobotWriter(EpisodeWriter):
         self._dataset: Any = None
         self._success: list[bool] = []
         self._store_keys: list[str] = []
+        self._warned_timestamps = False
 
     def _create(self, episode: Mapping[str, np.ndarray]) -> None:
         features = {}
@@ -330,17 +333,30 @@ class LeRobotWriter(EpisodeWriter):
             for key, value in episode.items()
             if key != "timestamp"
         }
-        timestamps = episode.get("timestamp")
-        for t in range(len(next(iter(episode.values())))):
+        length = len(next(iter(episode.values())))
+        self._check_timestamps(episode.get("timestamp"), length)
+        for t in range(length):
             frame: dict[str, Any] = {name: value[t] for name, value in columns.items()}
-            frame["task"] = self._dest.task
-            if timestamps is not None:
-                frame["timestamp"] = float(timestamps[t])
-            self._dataset.add_frame(frame)
+            self._dataset.add_frame({**frame, "task": self._dest.task})
         with warnings.catch_warnings():  # LeRobot's statistics of bool features say so per episode
             warnings.filterwarnings("ignore", "Converting input from bool", RuntimeWarning)
             self._dataset.save_episode()
         self._success.append(bool(success))
+
+    def _check_timestamps(self, stamps: np.ndarray | None, length: int) -> None:
+        """LeRobot derives every timestamp from frame_index / fps; say so once if the store's
+        recorded ones differ (they are then not exported)."""
+        if stamps is None or self._warned_timestamps:
+            return
+        derived = np.arange(length) / self._dest.fps
+        deviation = float(np.max(np.abs(np.asarray(stamps, np.float64) - derived)))
+        if deviation > TIMESTAMP_TOLERANCE_S:
+            self._warned_timestamps = True
+            warnings.warn(
+                f"{self._dest.path}: the store's timestamps differ from frame_index / fps by up "
+                f"to {deviation:.4f} s; LeRobot keeps only frame_index / fps",
+                stacklevel=2,
+            )
 
     def finish(self) -> None:
         if self._dataset is None:
