@@ -120,6 +120,7 @@ class RobotDaemon:
         self._teleop: np.ndarray | None = None
         self._store = None
         self._shutdown = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_obs_time: float | None = None
         self._rephase = True
@@ -137,6 +138,7 @@ class RobotDaemon:
             if self._ep is not None:
                 self._ep.stop = True
         self._shutdown.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.worker.close()
@@ -167,6 +169,7 @@ class RobotDaemon:
             if self.worker.policy is None and not self._intervention:
                 raise DaemonError("no policy loaded and no human in control: load a policy first")
             self._pending_start = {"seed": seed}
+            self._wake.set()
             return {"episode": len(self.episodes), "seed": seed}
 
     def stop_episode(self, success: bool | None = None) -> dict:
@@ -183,6 +186,9 @@ class RobotDaemon:
 
     def label(self, success: bool) -> dict:
         with self._lock:
+            if self._pending_start is not None:  # labelled before its first tick
+                self._pending_start["label"] = bool(success)
+                return {"episode": len(self.episodes), "label": bool(success)}
             if self._ep is None:
                 raise DaemonError(
                     "no episode is running: label during the episode or with POST /episode/stop"
@@ -250,6 +256,12 @@ class RobotDaemon:
     def _control_loop(self) -> None:
         tick_t = self.clock()
         while not self._shutdown.is_set():
+            if self._ep is None and self._pending_start is None:
+                # Idle: nothing is commanded, so there is no deadline to keep; wake on requests.
+                self._wake.wait(self.period)
+                self._wake.clear()
+                self._rephase = True
+                continue
             now = self.clock()
             if self._rephase:
                 tick_t, self._rephase = now, False
@@ -297,6 +309,7 @@ class RobotDaemon:
         policy = self.worker.policy
         n_obs = policy.n_obs_steps if policy is not None else 1
         ep = _Episode(len(self.episodes), request["seed"], deque([obs] * n_obs, maxlen=n_obs))
+        ep.label = request.get("label")
         self.worker.clear()
         self.schedule.clear()
         if policy is not None and not self._intervention:

@@ -170,6 +170,7 @@ class SafetyLayer:
         self._ws_high = np.asarray(config.workspace_high, np.float32)
         self._s = _State()
         self.total_events: dict[str, int] = {}
+        self._last_warning: dict[str, float] = {}
 
     # ---------------------------------------------------------------- status
 
@@ -191,7 +192,15 @@ class SafetyLayer:
         """Record an event (and latch a safe stop for the kinds in STOPPING)."""
         self._s.events.append(SafetyEvent(kind, self.clock(), detail))
         self.total_events[kind] = self.total_events.get(kind, 0) + 1
-        log.warning("safety: %s %s", kind, detail)
+        # Clipping is routine (counted, reported); what stops or rejects is worth a warning,
+        # at most one per kind and second so that a broken policy cannot flood the log.
+        routine = kind in (JOINT_LIMIT, WORKSPACE, RATE_LIMIT)
+        now = self.clock()
+        if routine or now - self._last_warning.get(kind, -np.inf) < 1.0:
+            log.debug("safety: %s %s", kind, detail)
+        else:
+            self._last_warning[kind] = now
+            log.warning("safety: %s %s", kind, detail)
         if kind in STOPPING and self._s.stopped is None:
             self._s.stopped = kind
 
@@ -270,28 +279,35 @@ class SafetyLayer:
         """The safe version of ``action`` (without writing it)."""
         if self._s.stopped is not None:
             return self._hold()
-        try:
-            a = np.asarray(action, dtype=np.float32)
-        except (TypeError, ValueError) as err:
-            self.event(BAD_ACTION, f"not a number array: {err}")
-            return self._hold()
-        if a.shape != (self.config.action_dim,):
-            self.event(BAD_ACTION, f"shape {a.shape}, expected ({self.config.action_dim},)")
-            return self._hold()
-        if not np.all(np.isfinite(a)):
-            self.event(BAD_ACTION, f"NaN/inf at {np.flatnonzero(~np.isfinite(a)).tolist()}")
-            return self._hold()
+        a = self._valid(action)
+        if a is None:  # a bad action becomes the hold action, changed gently like any other
+            a = self._hold()
         clipped = np.clip(a, self._low, self._high)
         if not np.array_equal(clipped, a):
             self.event(JOINT_LIMIT, f"{_short(a)} clipped to {_short(clipped)}")
         clipped = self._workspace(clipped)
-        previous = self._s.previous
-        if self._delta is not None and previous is not None:
+        # The first action after a (re)start changes at most max_delta from standing still.
+        previous = self._s.previous if self._s.previous is not None else self._hold()
+        if self._delta is not None:
             limited = np.clip(clipped, previous - self._delta, previous + self._delta)
             if not np.array_equal(limited, clipped):
                 self.event(RATE_LIMIT, f"{_short(clipped)} limited to {_short(limited)}")
             clipped = np.clip(limited, self._low, self._high)
         return clipped.astype(np.float32)
+
+    def _valid(self, action: Any) -> np.ndarray | None:
+        try:
+            a = np.asarray(action, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            self.event(BAD_ACTION, f"not a number array: {err}")
+            return None
+        if a.shape != (self.config.action_dim,):
+            self.event(BAD_ACTION, f"shape {a.shape}, expected ({self.config.action_dim},)")
+            return None
+        if not np.all(np.isfinite(a)):
+            self.event(BAD_ACTION, f"NaN/inf at {np.flatnonzero(~np.isfinite(a)).tolist()}")
+            return None
+        return a
 
     def _workspace(self, a: np.ndarray) -> np.ndarray:
         obs = self._s.observation
