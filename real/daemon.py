@@ -265,6 +265,7 @@ class RobotDaemon:
             now = self.clock()
             if self._rephase:
                 tick_t, self._rephase = now, False
+                self.metrics.break_series()
             late = now - tick_t
             self.metrics.tick(now)
             with self._lock:

@@ -20,7 +20,8 @@ class Metrics:
     def __init__(self, rate_hz: float):
         self.target_period_s = 1.0 / rate_hz
         self._lock = threading.Lock()
-        self.tick_times: deque[float] = deque(maxlen=WINDOW)
+        self.periods: deque[float] = deque(maxlen=WINDOW)
+        self._last_tick: float | None = None
         self.inference_s: deque[float] = deque(maxlen=WINDOW)
         self.counters: dict[str, int] = {
             "ticks": 0,
@@ -36,8 +37,15 @@ class Metrics:
 
     def tick(self, t: float) -> None:
         with self._lock:
-            self.tick_times.append(t)
+            if self._last_tick is not None:
+                self.periods.append(t - self._last_tick)
+            self._last_tick = t
             self.counters["ticks"] += 1
+
+    def break_series(self) -> None:
+        """The loop paused on purpose (between episodes): the next tick starts a new series."""
+        with self._lock:
+            self._last_tick = None
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -54,17 +62,19 @@ class Metrics:
             self.counters["chunks"] += 1
 
     def periods_s(self) -> np.ndarray:
-        """Consecutive tick start differences (seconds)."""
+        """Differences of consecutive tick starts within episodes (seconds)."""
         with self._lock:
-            times = np.asarray(self.tick_times, np.float64)
-        return np.diff(times)
+            return np.asarray(self.periods, np.float64)
 
-    def snapshot(self) -> dict:
+    def snapshot(self, slack: float = 0.5) -> dict:
         periods = self.periods_s()
         with self._lock:
             latency = np.asarray(self.inference_s, np.float64)
             out = {**self.counters, "safety_events": dict(self.safety_events)}
         out["target_period_ms"] = 1000 * self.target_period_s
+        # Periods long enough that their tick must have missed its deadline (checked apart
+        # from the loop's own deadline test, to find misses it failed to report).
+        out["late_periods"] = int(np.sum(periods > (1 + slack) * self.target_period_s))
         out.update(_percentiles("period", periods))
         out["jitter_ms"] = (
             float(1000 * np.std(periods - self.target_period_s)) if len(periods) else None

@@ -171,6 +171,8 @@ class SafetyLayer:
         self._s = _State()
         self.total_events: dict[str, int] = {}
         self._last_warning: dict[str, float] = {}
+        self.last_stop: tuple[str, float] | None = None
+        """(why, when) of the latest safe stop"""
 
     # ---------------------------------------------------------------- status
 
@@ -203,6 +205,7 @@ class SafetyLayer:
             log.warning("safety: %s %s", kind, detail)
         if kind in STOPPING and self._s.stopped is None:
             self._s.stopped = kind
+            self.last_stop = (kind, now)
 
     # ---------------------------------------------------------------- operator controls
 

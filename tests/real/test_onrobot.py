@@ -1,0 +1,100 @@
+"""DSRL with the daemon as its environment, end to end on the MuJoCo-backed driver: the daemon
+acts and records, the learner trains from the store and pushes noise-actor weights over the
+control API between episodes. (That it *improves* is the daemon bench's claim, not a test's.)"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from real.api import ControlServer
+from real.client import DaemonClient
+from real.daemon import DaemonConfig, RobotDaemon
+from real.onrobot import chunk_transitions, improve_on_robot
+from real.safety import SafetyConfig, SafetyLayer
+from real.sim_driver import MujocoDriver
+from robot_rl.improvers.dsrl import DSRLConfig
+from robot_rl.policies import DiffusionPolicy, DiffusionPolicyConfig, Normalizer, save_policy
+from robot_rl.policies.checkpoint import load_policy
+from robot_rl.rl.sac import SACConfig
+
+
+def _tiny_push_diffusion(path):
+    torch.manual_seed(0)
+    config = DiffusionPolicyConfig(
+        obs_shapes={"state": (10,)},
+        action_dim=2,
+        horizon=8,
+        n_obs_steps=2,
+        n_action_steps=4,
+        down_dims=(16, 32),
+        step_embed_dim=16,
+    )
+    stats = {
+        "state": {
+            k: np.full(10, v, np.float32)
+            for k, v in (("min", -1), ("max", 1), ("mean", 0), ("std", 0.5))
+        },
+        "action": {"min": -np.ones(2, np.float32), "max": np.ones(2, np.float32)},
+    }
+    return save_policy(
+        DiffusionPolicy(config, Normalizer.from_stats(stats, config.norm_modes)), path
+    )
+
+
+def test_chunk_transitions_follow_chunk_ids_and_discount():
+    episode = {
+        "chunk_id": np.array([0, 0, 0, 1, 1, -1]),
+        "state": np.arange(6, dtype=np.float32)[:, None],
+        "reward": np.array([0, 0, 0, 0, 1, 0], np.float32),
+        "terminated": np.array([0, 0, 0, 0, 0, 1], bool),
+        "action": np.ones((6, 1), np.float32),
+        "latent_noise": np.arange(6, dtype=np.float32)[:, None],
+    }
+    out = chunk_transitions(episode, n_obs_steps=2, n_action_steps=3, gamma=0.5)
+    np.testing.assert_array_equal(out["state"], [[0, 0], [2, 3]])  # history, padded at t=0
+    np.testing.assert_array_equal(out["next_state"][0], [2, 3])
+    np.testing.assert_allclose(out["reward"], [0.0, 0.5])  # gamma^1 * 1 in the second chunk
+    np.testing.assert_allclose(out["discount"], [0.125, 0.0])  # gamma^3; terminal
+    np.testing.assert_array_equal(out["noise"][:, 0], [0, 3])
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_dsrl_through_the_daemon_pushes_weights_between_episodes(push_task, clock, tmp_path):
+    base_path = _tiny_push_diffusion(tmp_path / "base")
+    driver = MujocoDriver(push_task, realtime=False, clock=clock, time_scale=3.0)
+    store = tmp_path / "robot.zarr"
+    daemon = RobotDaemon(
+        SafetyLayer(driver, SafetyConfig(action_dim=2, stale_after_s=0.05), clock=clock),
+        DaemonConfig(rate_hz=30, max_episode_steps=12, prefetch=-1, wait_for_chunk_s=10),
+        store,
+        "push",
+        "sim_push",
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    server = ControlServer(daemon, port=0, load_policy=load_policy)
+    daemon.start()
+    server.start()
+    try:
+        cfg = DSRLConfig(sac=replace(SACConfig(), hidden_dims=(32, 32), batch_size=8))
+        learner, result = improve_on_robot(
+            DaemonClient(server.url),
+            store,
+            base_path,
+            cfg,
+            episodes=5,
+            out=tmp_path / "run",
+            warmup_episodes=2,
+        )
+    finally:
+        server.close()
+        daemon.shutdown()
+    assert result.transitions == 5 * 3 and result.updates > 0 and result.pushes >= 2
+    assert daemon.policy_path == str(tmp_path / "run" / "policy")
+    # what the daemon ran last is the learner's actor as it was pushed
+    pushed = load_policy(tmp_path / "run" / "policy")
+    obs = {"state": np.zeros((1, 2, 10), np.float32)}
+    learner.policy.deterministic = pushed.deterministic = True
+    np.testing.assert_allclose(pushed.base_noise(obs), learner.policy.base_noise(obs), atol=1e-6)
