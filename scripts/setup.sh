@@ -31,9 +31,10 @@ PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check -c require
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" -e ".[dev,robosuite,baselines,convert]" 2>&1 | grep -v "^WARNING: Location" || true
 # LeRobot 0.4.4 pins torch<2.11 but works beside torch 2.13: install it without its deps, then
-# the runtime needs of its robot and motor-bus classes (../shared/ENVIRONMENT.md).
+# the runtime needs of its robot and motor-bus classes and its diffusion policy
+# (../shared/ENVIRONMENT.md).
 "${PIP[@]}" --no-deps lerobot==0.4.4
-"${PIP[@]}" torchvision draccus pyserial feetech-servo-sdk deepdiff accelerate 2>&1 | grep -v "^WARNING: Location" || true
+"${PIP[@]}" torchvision draccus pyserial feetech-servo-sdk deepdiff accelerate einops 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import torch, mujoco, gymnasium, zarr, diffusers, robot_rl" \
   || { echo "setup: the environment did not import; see the pip output above" >&2; exit 1; }
 echo "setup: $VENV is ready"
