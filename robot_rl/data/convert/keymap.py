@@ -244,7 +244,10 @@ def map_episode(
         parts = [_frames(raw, key, where).reshape(len(raw[key]), -1) for key, _ in resolved.state]
         lengths = {key: len(part) for (key, _), part in zip(resolved.state, parts, strict=True)}
         if len(set(lengths.values())) != 1:
-            raise ConvertError(f"{where}: state keys disagree on the episode length: {lengths}")
+            raise ConvertError(
+                f"{where}: the state keys have different numbers of frames {lengths}; the "
+                "source is inconsistent: fix or drop this episode"
+            )
         episode[K.STATE] = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
     for store_key, source in resolved.fields:
         value = _frames(raw, source, where)

@@ -54,6 +54,7 @@ _STORE_TO_LEROBOT = {
     K.IS_SUCCESS: "next.success",
 }
 _BOOKKEEPING = ("index", "episode_index")
+_PLAIN = SourceKey("float32", ())
 TIMESTAMP_TOLERANCE_S = 1e-4  # LeRobotDataset's default tolerance_s
 
 
@@ -105,7 +106,7 @@ class LeRobotReader(EpisodeReader):
                 f"{path}: LeRobot cannot load the frame table in data/ ({type(err).__name__}: "
                 f"{err}); a parquet file is damaged: restore data/ from a complete copy"
             ) from err
-        self._frames = dataset.hf_dataset.with_format("numpy")
+        self._frames = dataset.hf_dataset.with_format("numpy")  # images decoded as arrays
         self._columns: dict[tuple[str, ...], Any] = {}
         self.info = SourceInfo(
             format="lerobot",
@@ -124,9 +125,7 @@ class LeRobotReader(EpisodeReader):
         start = int(self._episodes["dataset_from_index"][index])
         stop = int(self._episodes["dataset_to_index"][index])
         columns = tuple(k for k in keys if k not in self._video_keys) + _BOOKKEEPING
-        if columns not in self._columns:
-            self._columns[columns] = self._frames.select_columns(list(columns))
-        rows = self._columns[columns][start:stop]
+        rows = self._rows(columns, start, stop)
         if not np.array_equal(rows["index"], np.arange(start, stop)) or np.any(
             rows["episode_index"] != index
         ):
@@ -141,6 +140,26 @@ class LeRobotReader(EpisodeReader):
                 episode[key] = self._decode(key, index, stop - start)
         return episode
 
+    def _rows(self, columns: tuple[str, ...], start: int, stop: int) -> dict[str, np.ndarray]:
+        """Rows ``[start, stop)``: numeric columns straight from Arrow (several times faster
+        than the numpy formatter), image columns decoded by ``datasets``."""
+        images = tuple(c for c in columns if self.info.keys.get(c, _PLAIN).image)
+        plain = tuple(c for c in columns if c not in images)
+        if plain not in self._columns:
+            self._columns[plain] = self._frames.select_columns(list(plain)).with_format("arrow")
+        table = self._columns[plain][start:stop]
+        rows = {
+            name: _arrow_to_numpy(table.column(name)).reshape(
+                stop - start, *self.info.keys.get(name, _PLAIN).shape
+            )
+            for name in plain
+        }
+        if images:
+            if images not in self._columns:
+                self._columns[images] = self._frames.select_columns(list(images))
+            rows.update(self._columns[images][start:stop])
+        return rows
+
     def _decode(self, key: str, index: int, length: int) -> np.ndarray:
         path = self.info.path / video_file_path(self._meta, self._episodes, index, key)
         start = float(self._episodes[f"videos/{key}/from_timestamp"][index])
@@ -148,6 +167,14 @@ class LeRobotReader(EpisodeReader):
 
     def name(self, index: int) -> str:
         return f"episode {index}"
+
+
+def _arrow_to_numpy(column: Any) -> np.ndarray:
+    """The flat values of a numeric Arrow column (scalars or fixed-size lists, nested)."""
+    array = column.combine_chunks()
+    while hasattr(array.type, "list_size"):
+        array = array.flatten()
+    return array.to_numpy(zero_copy_only=False)
 
 
 def _check_episode_index(path: Path, episodes: Mapping[str, np.ndarray], total: int) -> np.ndarray:
