@@ -1,5 +1,5 @@
-"""Chunk policies: a steerable diffusion policy, a Gaussian BC baseline, their normaliser and
-checkpoints.
+"""Chunk policies: a steerable diffusion policy, a Gaussian BC baseline, LeRobot's diffusion
+policy behind the same interface, their normaliser and checkpoints.
 
     obs {key: [B, To, ...]} -> policy.predict_chunk(obs[, noise]) -> chunk [B, H, A] in [-1, 1]
 
@@ -17,6 +17,10 @@ from robot_rl.policies.checkpoint import (
 )
 from robot_rl.policies.config import PolicyConfig
 from robot_rl.policies.diffusion import DiffusionPolicy, DiffusionPolicyConfig
+from robot_rl.policies.lerobot_diffusion import (
+    LeRobotDiffusionPolicy,
+    LeRobotDiffusionPolicyConfig,
+)
 from robot_rl.policies.normalize import Normalizer
 
 __all__ = [
@@ -24,6 +28,8 @@ __all__ = [
     "DiffusionPolicyConfig",
     "GaussianBCPolicy",
     "GaussianBCPolicyConfig",
+    "LeRobotDiffusionPolicy",
+    "LeRobotDiffusionPolicyConfig",
     "Normalizer",
     "PolicyConfig",
     "load_policy",
