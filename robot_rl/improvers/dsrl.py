@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from robot_rl.core.policy import SteerableChunkPolicy
 from robot_rl.improvers.steered import SteeredPolicy
-from robot_rl.rl.networks import CriticEnsemble
+from robot_rl.rl.networks import CriticEnsemble, InputNorm
 from robot_rl.rl.sac import SAC, SACConfig, _polyak, check_finite
 
 
@@ -53,6 +53,12 @@ class DSRLConfig:
     """the noise actor's (and noise critic's) SAC settings"""
     distill_batch: int = 256
     """DSRL-NA: noises per update for distilling Q_W from Q_A"""
+    start_as_base: bool = True
+    """the untrained noise actor samples noise spread like the base's N(0, I) (state-independent),
+    so learning starts from the base's behaviour; otherwise it starts near the zero noise"""
+    deterministic: bool = True
+    """the steered policy (evaluation, checkpoint, deployment) acts with the noise actor's mean;
+    SAC's sampling is for exploration while training"""
     eval_every: int = 5_000
     """env steps between evaluations"""
     eval_episodes: int = 50
@@ -77,6 +83,17 @@ class DSRLConfig:
             self.sac = SACConfig(**self.sac)
 
 
+def base_like_std(bound: float, n: int = 4096) -> float:
+    """The pre-tanh std ``s`` for which ``bound * tanh(s * z)``, z ~ N(0, 1), has unit spread
+    like the base's own noise (bisection on fixed quantiles; capped when bound <= 1)."""
+    z = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.5 / n, 1 - 0.5 / n, n))
+    lo, hi = 1e-2, 5.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if (bound * torch.tanh(mid * z)).std() < 1.0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 class DSRL:
     """The learner: a SAC noise actor (and for NA an action critic) over a frozen base.
 
@@ -91,7 +108,9 @@ class DSRL:
         self.chunk_dim = base.n_action_steps * base.action_dim
         self.obs_dim = obs_dim
         self.sac = SAC(obs_dim, self.noise_dim, cfg.sac)
-        self.policy = SteeredPolicy(base, self.sac.actor, cfg.noise_bound)
+        if cfg.start_as_base:
+            self.sac.actor.start_as(base_like_std(cfg.noise_bound))
+        self.policy = SteeredPolicy(base, self.sac.actor, cfg.noise_bound, cfg.deterministic)
         if cfg.variant == "na":
             hidden, n = cfg.sac.hidden_dims, cfg.sac.n_critics
             self.action_critic = CriticEnsemble(
@@ -119,6 +138,14 @@ class DSRL:
         return self.base.act(obs, noise=w)
 
     # learning -------------------------------------------------------------------------------
+    def fit_obs_normalization(self, obs: torch.Tensor) -> None:
+        """Standardises every network's input with the statistics of ``obs`` (the warm-up
+        rollouts' states), once, before the first update; saved with the weights."""
+        for module in self.modules().values():
+            for sub in module.modules():
+                if isinstance(sub, InputNorm):
+                    sub.fit(obs)
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One update. ``batch["action"]`` holds [scaled noise | executed chunk] per row."""
         noise, chunk = batch["action"].split([self.noise_dim, self.chunk_dim], dim=-1)

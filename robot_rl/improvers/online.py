@@ -107,6 +107,8 @@ def train_dsrl(
             env_steps += int(steps.sum())
             bar.update(int(steps.sum()))
             if env_steps >= cfg.warmup_env_steps and len(replay) >= cfg.sac.batch_size:
+                if history.updates == 0:
+                    learner.fit_obs_normalization(replay.obs[: len(replay)])
                 t0 = time.perf_counter()
                 for _ in range(cfg.sac.utd_ratio * cfg.n_envs):
                     metrics = learner.update(replay.sample(cfg.sac.batch_size, learner.generator))

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from robot_rl.core import keys
 from robot_rl.core.policy import Observation, SteerableChunkPolicy, batch_size
-from robot_rl.rl.networks import LOG_STD_MAX, LOG_STD_MIN, TanhGaussianActor
+from robot_rl.rl.networks import TanhGaussianActor
 
 
 def flat_state(obs: Observation) -> np.ndarray:
@@ -67,12 +67,11 @@ class SteeredPolicy(SteerableChunkPolicy):
     def base_noise(self, obs: Observation, z: np.ndarray | None = None) -> np.ndarray:
         """The latent noise handed to the base, ``[B, *base.noise_shape]``, within the bound."""
         s = torch.from_numpy(flat_state(obs))
-        mean, log_std = self.actor.trunk(s).chunk(2, dim=-1)
+        mean, log_std = self.actor.gaussian(s)
         pre = mean
         if z is None and not self.deterministic:
             z = self.rng.standard_normal(mean.shape)
         if z is not None:
-            log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
             pre = mean + log_std.exp() * torch.as_tensor(z, dtype=torch.float32).reshape(mean.shape)
         w = self.noise_bound * torch.tanh(pre)
         return w.numpy().reshape(batch_size(obs), *self.base.noise_shape)
@@ -100,7 +99,8 @@ def save_steered(policy: SteeredPolicy, path: str | Path, base_path: str | Path)
         "config": {
             "base_path": str(Path(base_path).resolve()),
             "noise_bound": policy.noise_bound,
-            "obs_dim": policy.actor.trunk[0].in_features,
+            "deterministic": policy.deterministic,
+            "obs_dim": policy.actor.obs_dim,
             "noise_dim": policy.actor.act_dim,
             "hidden_dims": [
                 m.out_features for m in policy.actor.trunk if isinstance(m, torch.nn.Linear)
@@ -138,4 +138,6 @@ def load_steered(path: str | Path, config: dict, device: str = "cpu") -> Steered
     if not weights.is_file():
         raise FileNotFoundError(f"steered checkpoint {path} has no {STEERED_FILE}")
     actor.load_state_dict(load_file(str(weights)))
-    return SteeredPolicy(base, actor.eval(), config["noise_bound"])
+    return SteeredPolicy(
+        base, actor.eval(), config["noise_bound"], config.get("deterministic", False)
+    )

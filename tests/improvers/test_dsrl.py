@@ -7,7 +7,7 @@ from toys import ToySteerable
 
 from robot_rl.improvers.dsrl import DSRL, DSRLConfig
 from robot_rl.improvers.online import train_dsrl
-from robot_rl.improvers.steered import SteeredPolicy
+from robot_rl.improvers.steered import SteeredPolicy, save_steered
 from robot_rl.rl.networks import TanhGaussianActor
 from robot_rl.rl.sac import SACConfig
 
@@ -76,6 +76,26 @@ def test_dsrl_runs_updates_and_checkpoints(variant, toy_task, tmp_path):
     assert saved["env_steps"] == history.env_steps
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert any((tmp_path / "tb").iterdir())
+
+
+def test_inputs_are_standardised_from_warmup_states_and_saved_with_the_actor(toy_task, tmp_path):
+    learner = DSRL(ToySteerable(), OBS_DIM, _cfg("na", env_steps=120))
+    train_dsrl(learner, toy_task, out=tmp_path, progress=False, base_success=0.0)
+    norms = [
+        learner.sac.actor.obs_norm,
+        learner.sac.critic.obs_norm,
+        learner.action_critic.obs_norm,
+    ]
+    shift = norms[0].shift.clone()
+    assert not torch.equal(shift, torch.zeros(OBS_DIM))  # fitted, not the identity
+    for norm in norms[1:]:
+        torch.testing.assert_close(norm.shift, shift)
+    save_steered(learner.policy, tmp_path / "steered", tmp_path / "base")
+    actor = TanhGaussianActor(OBS_DIM, learner.noise_dim, (32, 32))
+    actor.load_state_dict(learner.sac.actor.state_dict())
+    torch.testing.assert_close(actor.obs_norm.scale, learner.sac.actor.obs_norm.scale)
+    header = json.loads((tmp_path / "steered" / "config.json").read_text())
+    assert header["config"]["deterministic"] is True  # the default: act with the actor's mean
 
 
 def test_dsrl_resumes_from_checkpoint(toy_task, tmp_path):
