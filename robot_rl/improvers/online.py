@@ -44,6 +44,7 @@ class History:
     ci95: list[list[float]] = field(default_factory=list)
     wall_s: list[float] = field(default_factory=list)
     base_success: float | None = None
+    base_ci95: list[float] | None = None
     updates: int = 0
     update_wall_s: float = 0.0
 
@@ -79,7 +80,9 @@ def train_dsrl(
     if out and resume and (out / "checkpoint").exists():
         history, env_steps = _load(learner, replay, out / "checkpoint")
     if history.base_success is None:
-        history.base_success = _evaluate(learner.base, task, cfg).success_rate
+        base_eval = _evaluate(learner.base, task, cfg)
+        history.base_success = base_eval.success_rate
+        history.base_ci95 = list(base_eval.success_ci95)
     env = make_vector_env(
         [lambda: make_policy_env(task, learner.base, gamma=cfg.gamma)] * cfg.n_envs
     )

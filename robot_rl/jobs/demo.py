@@ -57,6 +57,7 @@ def demo(job: DemoJob) -> dict:
                 out=str(out / "improve"),
                 resume=False,
                 final_eval_episodes=job.eval.get("episodes", 100),
+                video_episodes=job.eval.get("video_episodes", 2),
             )
         )
     report = {
@@ -85,7 +86,7 @@ def demo(job: DemoJob) -> dict:
         )
     _say(
         f"\nreport: {out.resolve()} (metrics.json, success.png, pretrain_loss.png, rollout.mp4"
-        f"{', improve/curve.png' if improved else ''}) "
+        f"{', improve/curve.png, improve/success.png, improve/rollout.mp4' if improved else ''}) "
         f"in {report['demo_wall_s']:.0f} s"
     )
     return report

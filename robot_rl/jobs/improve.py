@@ -11,6 +11,7 @@ import numpy as np
 from robot_rl.config import ImproveJob
 from robot_rl.core.policy import SteerableChunkPolicy
 from robot_rl.core.task import TaskConfig, make_env
+from robot_rl.eval.media import plot_success, record_video
 from robot_rl.eval.rollout import evaluate
 from robot_rl.improvers.dsrl import DSRL, DSRLConfig
 from robot_rl.improvers.online import train_dsrl
@@ -83,5 +84,14 @@ def improve_job(job: ImproveJob) -> dict:
         "policy": str(policy_dir),
         "curve": str(out / "curve.png"),
     }
+    bars = {"base": (history.base_success, *history.base_ci95)} if history.base_ci95 else {}
+    bars[f"steered (DSRL-{cfg.variant})"] = (final.success_rate, *final.success_ci95)
+    summary["plot"] = str(plot_success(bars, out / "success.png", task.name))
+    if job.video_episodes > 0:
+        summary["video"] = str(
+            record_video(
+                learner.policy, task, out / "rollout.mp4", job.video_episodes, cfg.eval_seed + 1
+            )
+        )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -88,11 +88,15 @@ def test_dsrl_improve_job_saves_a_steered_policy_that_reloads(pipeline):
     root, _, _ = pipeline
     out = root / "dsrl"
     job = config.load_job(
-        "improve", config.ImproveJob, [f"base={root / 'diffusion'}", f"out={out}", *TINY_DSRL]
+        "improve",
+        config.ImproveJob,
+        [f"base={root / 'diffusion'}", f"out={out}", "video_episodes=1", *TINY_DSRL],
     )
     summary = improve_job(job)
     assert summary["env_steps"] >= 160 and summary["updates"] > 0
     assert (out / "curve.png").is_file() and (out / "summary.json").is_file()
+    assert (out / "success.png").stat().st_size > 1000  # base vs steered, with intervals
+    assert (out / "rollout.mp4").stat().st_size > 1000
     steered = load_policy(out / "policy")
     assert isinstance(steered, SteeredPolicy) and isinstance(steered.base, DiffusionPolicy)
     obs = {"state": np.zeros((3, 2, 10), np.float32)}
