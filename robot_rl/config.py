@@ -224,6 +224,8 @@ class ImproveJob:
     """continue from ``out/checkpoint`` when it exists"""
     final_eval_episodes: int = 100
     """episodes of the final evaluation"""
+    video_episodes: int = 2
+    """episodes of the improved policy recorded to ``out/rollout.mp4`` (0: none)"""
     progress: bool = True
     """show a progress bar"""
 
