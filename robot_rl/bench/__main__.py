@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suite", choices=sorted(SUITES))
     parser.add_argument("--out", required=True, help="JSON file to write the figures to")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to the suite")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow --out
     module = importlib.import_module(SUITES[args.suite])
     start = time.perf_counter()
     figures = module.run(args.overrides)

@@ -45,6 +45,14 @@ class DSRLBench:
     """env steps between learning-curve evaluations"""
     out: str = "reports/bench-dsrl"
     """folder for learning curves"""
+    improver: list[str] = field(default_factory=list)
+    """overrides of configs/improver/dsrl.yaml for both variants, e.g. ['sac.utd_ratio=4']"""
+    na_settings: list[str] = field(
+        default_factory=lambda: ["sac.utd_ratio=1", "sac.batch_size=128", "distill_batch=128"]
+    )
+    """DSRL-NA's changes to the improver config: each of its updates denoises two batches
+    through the base (next chunks for the action critic, chunks for distillation), so on 2
+    CPU cores it runs fewer, smaller updates to stay within the wall-time budget"""
 
 
 def run(overrides: list[str]) -> dict:
@@ -52,7 +60,9 @@ def run(overrides: list[str]) -> dict:
         OmegaConf.merge(OmegaConf.structured(DSRLBench), OmegaConf.from_dotlist(overrides))
     )
     task = config.load_job("improve", config.ImproveJob, [f"task={opts.task}"]).task.build()
-    improver = config.load_job("improve", config.ImproveJob, []).improver
+    improver = config.load_job(
+        "improve", config.ImproveJob, [f"improver.{o}" for o in opts.improver]
+    ).improver
     with tempfile.TemporaryDirectory(prefix="robot_rl_bench_dsrl_") as tmp:
         base_path = opts.base or _pretrain_base(opts.task, Path(tmp))
         base = load_policy(base_path)
@@ -67,8 +77,13 @@ def run(overrides: list[str]) -> dict:
                         sb3_sac_run(task, opts.env_steps, seed, opts.eval_every, opts.eval_episodes)
                     )
                     continue
+                settings = improver
+                if name == "dsrl_na":
+                    settings = OmegaConf.to_container(
+                        OmegaConf.merge(improver, OmegaConf.from_dotlist(opts.na_settings))
+                    )
                 cfg = replace(
-                    dsrl_config(improver),
+                    dsrl_config(settings),
                     variant=name.removeprefix("dsrl_"),
                     seed=seed,
                     env_steps=opts.env_steps,
