@@ -115,43 +115,38 @@ def _compare(store_path: Path, source: list[dict], pairs: dict[str, str]) -> lis
     return found
 
 
+def _made_by_tool(root: Path, source: list[dict], src: Path, export: str, pairs: dict) -> list[str]:
+    """source (made by the format's tool) -> store A, checked against what the tool was given;
+    A -> the same format -> store B, which must equal A."""
+    convert(src, root / "a.zarr", QUIET)
+    found = _compare(root / "a.zarr", source, pairs)
+    convert(root / "a.zarr", root / export, QUIET)
+    convert(root / export, root / "b.zarr", QUIET)
+    return found + store_differences(root / "a.zarr", root / "b.zarr")
+
+
 def _lerobot_made(root: Path) -> list[str]:
     source = write_lerobot_sample(root / "source", lengths=(12, 5, 9))
-    convert(root / "source", root / "a.zarr", QUIET)
-    found = _compare(
-        root / "a.zarr",
-        source,
-        {
-            "state": ["observation.state"],
-            "action": ["action"],
-            "image.top": ["observation.images.top"],
-            "terminated": ["next.done"],
-            "reward": ["next.reward"],
-        },
-    )
-    convert(root / "a.zarr", root / "export", QUIET)
-    convert(root / "export", root / "b.zarr", QUIET)
-    return found + store_differences(root / "a.zarr", root / "b.zarr")
+    pairs = {
+        "state": ["observation.state"],
+        "action": ["action"],
+        "image.top": ["observation.images.top"],
+        "terminated": ["next.done"],
+        "reward": ["next.reward"],
+    }
+    return _made_by_tool(root, source, root / "source", "export", pairs)
 
 
 def _robomimic_made(root: Path) -> list[str]:
     root.mkdir()
     source = write_robomimic_sample(root / "source.hdf5", lengths=(12, 5, 9))
-    convert(root / "source.hdf5", root / "a.zarr", QUIET)
-    low_dim = ["obs/object", "obs/robot0_eef_pos", "obs/robot0_gripper_qpos"]
-    found = _compare(
-        root / "a.zarr",
-        source,
-        {
-            "state": low_dim,
-            "action": ["actions"],
-            "image.agentview": ["obs/agentview_image"],
-            "sim_state": ["states"],
-        },
-    )
-    convert(root / "a.zarr", root / "export.hdf5", QUIET)
-    convert(root / "export.hdf5", root / "b.zarr", QUIET)
-    return found + store_differences(root / "a.zarr", root / "b.zarr")
+    pairs = {
+        "state": ["obs/object", "obs/robot0_eef_pos", "obs/robot0_gripper_qpos"],
+        "action": ["actions"],
+        "image.agentview": ["obs/agentview_image"],
+        "sim_state": ["states"],
+    }
+    return _made_by_tool(root, source, root / "source.hdf5", "export.hdf5", pairs)
 
 
 def _replay_buffer_made(root: Path) -> list[str]:
