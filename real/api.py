@@ -85,7 +85,8 @@ class ControlServer:
         self._thread.start()
 
     def close(self) -> None:
-        self.httpd.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for a serve_forever that never ran
+            self.httpd.shutdown()
         self.httpd.server_close()
 
     # ---------------------------------------------------------------- routing

@@ -172,6 +172,7 @@ class SafetyLayer:
         self.total_events: dict[str, int] = {}
         self._last_warning: dict[str, float] = {}
         self.last_stop: tuple[str, float] | None = None
+        self.last_observation_time: float | None = None
         """(why, when) of the latest safe stop"""
 
     # ---------------------------------------------------------------- status
@@ -333,6 +334,7 @@ class SafetyLayer:
         if state is not None and not np.all(np.isfinite(state)):
             self.event(BAD_OBSERVATION, f"state has NaN/inf: {_short(np.asarray(state))}")
         stamp = obs.get(TIMESTAMP)
+        self.last_observation_time = None if stamp is None else float(stamp)
         if stamp is None:
             self.event(BAD_OBSERVATION, "no timestamp: the driver must stamp every observation")
         else:

@@ -271,6 +271,9 @@ class MujocoDriver:
 
 def _serve(conn, task: TaskConfig, faults: Faults, seed: int, time_scale: float, hz: float):
     """The child process: real-time physics, streaming samples to ``conn``."""
+    from real.daemon import raise_priority
+
+    raise_priority("physics process")  # the robot's own controllers do not wait for the host
     plant = SimPlant(task, Faults(), seed, time_scale, hz)
     plant.start(time.monotonic())
     plant.inject(time.monotonic(), asdict(faults))
