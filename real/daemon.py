@@ -295,7 +295,8 @@ class RobotDaemon:
             self._episode_tick(self._ep)
 
     def _begin_episode(self, request: dict) -> None:
-        self._pending_start = None
+        # The request stays pending until the episode exists: while the policy warms up (the
+        # lock released) the daemon must not look idle to operators or waiters.
         self._rephase = True
         if self.safety.stopped not in (None, "estop"):
             self.safety.clear_stop()  # starting an episode is the operator's decision to resume
@@ -305,6 +306,7 @@ class RobotDaemon:
             obs = self.safety.reset_episode(seed=request["seed"])
         except DRIVER_ERRORS as err:
             log.error("episode start failed: %s", err)
+            self._pending_start = None
             self.metrics.safety(self.safety.drain_events())
             self.episodes.append({"index": None, "aborted": f"start failed: {err}", "steps": 0})
             self._episode_done.notify_all()
@@ -312,7 +314,6 @@ class RobotDaemon:
         policy = self.worker.policy
         n_obs = policy.n_obs_steps if policy is not None else 1
         ep = _Episode(len(self.episodes), request["seed"], deque([obs] * n_obs, maxlen=n_obs))
-        ep.label = request.get("label")
         self.worker.clear()
         self.schedule.clear()
         if policy is not None and not self._intervention:
@@ -324,7 +325,11 @@ class RobotDaemon:
                 self._lock.acquire()
             if chunk is not None:
                 self.schedule.adopt(chunk, 0)
-        self._ep = ep
+        ep.label = request.get("label", ep.label)  # labelled during the warm-up
+        if self._pending_start is None:  # stopped during the warm-up
+            self._episode_done.notify_all()
+            return
+        self._pending_start, self._ep = None, ep
 
     def _episode_tick(self, ep: _Episode) -> None:
         try:
