@@ -15,13 +15,14 @@ import torch
 from omegaconf import OmegaConf
 
 from robot_rl import config
-from robot_rl.bench.sb3 import sb3_sac_run, sb3_updates_per_s
+from robot_rl.bench.sb3 import sb3_sac_run, sb3_update_timer
 from robot_rl.eval.rollout import evaluate
 from robot_rl.improvers.dsrl import DSRL, DSRLConfig
 from robot_rl.improvers.online import train_dsrl
 from robot_rl.jobs.demo import demo
 from robot_rl.jobs.improve import check_base_matches_task, dsrl_config
 from robot_rl.policies import load_policy
+from robot_rl.rl.replay import ReplayBuffer
 from robot_rl.rl.sac import SAC, SACConfig
 
 
@@ -174,22 +175,39 @@ def _summarise(runs: list[dict]) -> dict:
 
 
 def sac_updates_per_s(
-    obs_dim: int, act_dim: int, updates: int = 300, hidden=(256, 256)
+    obs_dim: int, act_dim: int, rounds: int = 7, updates: int = 100, hidden=(256, 256)
 ) -> tuple[float, float]:
-    """Our SAC's and SB3's gradient updates/s on the same sizes (batch 256, twin critics)."""
+    """Our SAC's and SB3's gradient updates/s on the same sizes (batch 256 sampled from a
+    replay buffer, twin critics, no LayerNorm as SB3 has none), measured in alternating rounds
+    so that the machine's load hits both alike, on one thread each (two threads on two shared
+    cores swing by 20% from round to round); medians over rounds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _alternating_update_rates(obs_dim, act_dim, rounds, updates, hidden)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _alternating_update_rates(obs_dim, act_dim, rounds, updates, hidden) -> tuple[float, float]:
     sac = SAC(obs_dim, act_dim, SACConfig(hidden_dims=hidden, layer_norm=False))
+    replay = ReplayBuffer(obs_dim, act_dim, 1024)
     g = torch.Generator().manual_seed(0)
-    batch = {
-        "obs": torch.randn(256, obs_dim, generator=g),
-        "action": torch.rand(256, act_dim, generator=g) * 2 - 1,
-        "reward": torch.randn(256, generator=g),
-        "next_obs": torch.randn(256, obs_dim, generator=g),
-        "discount": torch.full((256,), 0.99),
-    }
-    for _ in range(20):
-        sac.update(batch)
-    start = time.perf_counter()
-    for _ in range(updates):
-        sac.update(batch)
-    ours = updates / (time.perf_counter() - start)
-    return ours, sb3_updates_per_s(obs_dim, act_dim, updates, hidden)
+    replay.add(
+        torch.randn(1024, obs_dim, generator=g),
+        torch.rand(1024, act_dim, generator=g) * 2 - 1,
+        torch.randn(1024, generator=g),
+        torch.randn(1024, obs_dim, generator=g),
+        torch.full((1024,), 0.99),
+    )
+
+    def ours(n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            sac.update(replay.sample(256, g))
+        return time.perf_counter() - start
+
+    theirs = sb3_update_timer(obs_dim, act_dim, hidden)
+    ours(20)
+    rates = np.array([(updates / ours(updates), updates / theirs(updates)) for _ in range(rounds)])
+    return float(np.median(rates[:, 0])), float(np.median(rates[:, 1]))

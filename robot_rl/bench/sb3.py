@@ -116,8 +116,9 @@ def sb3_sac_run(
     }
 
 
-def sb3_updates_per_s(obs_dim: int, act_dim: int, updates: int = 300, hidden=(256, 256)) -> float:
-    """SB3 SAC's gradient updates/s at batch 256 on a replay buffer of random transitions."""
+def sb3_update_timer(obs_dim: int, act_dim: int, hidden=(256, 256)):
+    """A function ``n -> seconds`` that runs ``n`` SB3 SAC gradient updates at batch 256,
+    sampling from a replay buffer of random transitions (SB3's own ``train``)."""
     sb3 = _stable_baselines3()
     space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
     dummy = _DummyEnv(space, gym.spaces.Box(-1, 1, (act_dim,), np.float32))
@@ -132,9 +133,13 @@ def sb3_updates_per_s(obs_dim: int, act_dim: int, updates: int = 300, hidden=(25
             obs, obs, rng.uniform(-1, 1, (1, act_dim)), rng.standard_normal(1), np.zeros(1), [{}]
         )
     model.train(gradient_steps=20, batch_size=256)
-    start = time.perf_counter()
-    model.train(gradient_steps=updates, batch_size=256)
-    return updates / (time.perf_counter() - start)
+
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        model.train(gradient_steps=n, batch_size=256)
+        return time.perf_counter() - start
+
+    return run
 
 
 class _DummyEnv(gym.Env):
