@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_rl.core.keys import ACTION
-from robot_rl.core.policy import Observation, SteerableChunkPolicy, check_noise
+from robot_rl.core.policy import Observation, SteerableChunkPolicy
 from robot_rl.policies.checkpoint import register_policy
 from robot_rl.policies.config import GROUP_NORM_GROUPS, PolicyConfig, check_channels, check_positive
 from robot_rl.policies.encoders import ObservationEncoder
@@ -38,6 +38,7 @@ from robot_rl.policies.tensors import (
     bind_policy,
     check_noise_tensor,
     masked_mean,
+    obs_and_noise,
     obs_to_tensors,
     to_env_actions,
 )
@@ -229,16 +230,8 @@ class DiffusionPolicy(SteerableChunkPolicy, nn.Module):
         With ``noise=None`` the noise is drawn from N(0, I) with the policy's own generator
         (see :meth:`seed`); the same (obs, noise) always gives the same chunk.
         """
-        obs_t = obs_to_tensors(obs, self.config)
-        b = next(iter(obs_t.values())).shape[0]
-        device, dtype = self.config.torch_device, self.config.torch_dtype
-        if noise is None:
-            noise_t = torch.randn(
-                (b, *self.noise_shape), generator=self.noise_generator, device=device, dtype=dtype
-            )
-        else:
-            noise_t = torch.from_numpy(check_noise(noise, b, self.noise_shape)).to(device, dtype)
-        with torch.inference_mode(), self._sampling_threads(b):
+        obs_t, noise_t = obs_and_noise(self, obs, noise)
+        with torch.inference_mode(), self._sampling_threads(noise_t.shape[0]):
             x0 = self.denoise(self.encode_obs(obs_t), noise_t)
             return to_env_actions(self.normalizer, x0).cpu().numpy()
 

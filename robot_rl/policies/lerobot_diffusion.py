@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from robot_rl.core.keys import ACTION, STATE
-from robot_rl.core.policy import Observation, SteerableChunkPolicy, check_noise
+from robot_rl.core.policy import Observation, SteerableChunkPolicy
 from robot_rl.lerobot_compat import LEROBOT_INSTALL, import_torchvision
 from robot_rl.policies.checkpoint import register_policy
 from robot_rl.policies.config import PolicyConfig, check_one_of, check_positive
@@ -48,6 +48,7 @@ from robot_rl.policies.tensors import (
     batch_to_tensors,
     bind_policy,
     check_noise_tensor,
+    obs_and_noise,
     obs_to_tensors,
     to_env_actions,
 )
@@ -334,14 +335,6 @@ class LeRobotDiffusionPolicy(SteerableChunkPolicy, nn.Module):
         With ``noise=None`` the noise is drawn from N(0, I) with the policy's own generator
         (see :meth:`seed`); the same (obs, noise) always gives the same chunk.
         """
-        obs_t = obs_to_tensors(obs, self.config)
-        b = next(iter(obs_t.values())).shape[0]
-        device, dtype = self.config.torch_device, self.config.torch_dtype
-        if noise is None:
-            noise_t = torch.randn(
-                (b, *self.noise_shape), generator=self.noise_generator, device=device, dtype=dtype
-            )
-        else:
-            noise_t = torch.from_numpy(check_noise(noise, b, self.noise_shape)).to(device, dtype)
+        obs_t, noise_t = obs_and_noise(self, obs, noise)
         with torch.inference_mode():
             return to_env_actions(self.normalizer, self.denoise(obs_t, noise_t)).cpu().numpy()

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from robot_rl.core.keys import ACTION, is_image_key
-from robot_rl.core.policy import Observation
+from robot_rl.core.policy import Observation, check_noise
 from robot_rl.policies.config import PolicyConfig
 from robot_rl.policies.normalize import Normalizer
 
@@ -137,6 +137,23 @@ def check_noise_tensor(noise: torch.Tensor, batch: int, noise_shape: tuple[int, 
         raise ValueError(f"noise has shape {tuple(noise.shape)}, the policy expects {expected}")
     if not bool(torch.isfinite(noise).all()):
         raise ValueError("noise contains NaN or inf; steering noise must be finite")
+
+
+def obs_and_noise(
+    policy, obs: Observation, noise: np.ndarray | None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A steerable policy's inputs as tensors on its device: checked observations and the noise
+    ``[B, *noise_shape]``, checked, or drawn from N(0, I) with the policy's own generator."""
+    obs_t = obs_to_tensors(obs, policy.config)
+    b = next(iter(obs_t.values())).shape[0]
+    device, dtype = policy.config.torch_device, policy.config.torch_dtype
+    if noise is None:
+        noise_t = torch.randn(
+            (b, *policy.noise_shape), generator=policy.noise_generator, device=device, dtype=dtype
+        )
+    else:
+        noise_t = torch.from_numpy(check_noise(noise, b, policy.noise_shape)).to(device, dtype)
+    return obs_t, noise_t
 
 
 def bind_policy(policy, config, normalizer) -> None:
