@@ -57,39 +57,32 @@ def make_batch(config: Any, batch_size: int, rng: np.random.Generator) -> dict[s
     return {"obs": obs, "action": action.astype(np.float32), "action_is_pad": is_pad}
 
 
-def diffusion_config(images: bool = False, **overrides: Any) -> DiffusionPolicyConfig:
+def make_config(config_class: type, images: bool = False, **fields: Any):
+    """A small config of ``config_class`` on the shared test shapes (state, optionally one
+    camera); ``fields`` add the model's own sizes or override the shared ones."""
     shapes: dict[str, tuple[int, ...]] = {"state": (STATE_DIM,)}
     if images:
         shapes["image.front"] = IMAGE_SHAPE
-    fields = dict(
+    shared = dict(
         obs_shapes=shapes,
         action_dim=ACTION_DIM,
         horizon=HORIZON,
         n_obs_steps=N_OBS,
         n_action_steps=4,
-        down_dims=(16, 32),
-        step_embed_dim=16,
-        image_channels=(8, 16),
-        image_feature_dim=16,
     )
-    return DiffusionPolicyConfig(**{**fields, **overrides})
+    return config_class(**{**shared, **fields})
+
+
+def diffusion_config(images: bool = False, **overrides: Any) -> DiffusionPolicyConfig:
+    sizes = dict(
+        down_dims=(16, 32), step_embed_dim=16, image_channels=(8, 16), image_feature_dim=16
+    )
+    return make_config(DiffusionPolicyConfig, images, **{**sizes, **overrides})
 
 
 def bc_config(images: bool = False, **overrides: Any) -> GaussianBCPolicyConfig:
-    shapes: dict[str, tuple[int, ...]] = {"state": (STATE_DIM,)}
-    if images:
-        shapes["image.front"] = IMAGE_SHAPE
-    fields = dict(
-        obs_shapes=shapes,
-        action_dim=ACTION_DIM,
-        horizon=HORIZON,
-        n_obs_steps=N_OBS,
-        n_action_steps=4,
-        hidden_dims=(64, 64),
-        image_channels=(8, 16),
-        image_feature_dim=16,
-    )
-    return GaussianBCPolicyConfig(**{**fields, **overrides})
+    sizes = dict(hidden_dims=(64, 64), image_channels=(8, 16), image_feature_dim=16)
+    return make_config(GaussianBCPolicyConfig, images, **{**sizes, **overrides})
 
 
 def build(config: Any) -> DiffusionPolicy | GaussianBCPolicy:

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from policy_factories import ACTION_DIM, HORIZON, IMAGE_SHAPE, N_OBS, STATE_DIM, make_batch
+from policy_factories import (
+    ACTION_DIM,
+    HORIZON,
+    IMAGE_SHAPE,
+    N_OBS,
+    STATE_DIM,
+    make_batch,
+    make_config,
+)
 from policy_factories import make_stats as _make_stats
 from safetensors.torch import load_file
 
@@ -33,21 +41,13 @@ UPDATE_GOLDEN = os.environ.get("ROBOT_RL_UPDATE_GOLDEN") == "1"
 
 
 def tiny_config(images: bool = False, **overrides) -> LeRobotDiffusionPolicyConfig:  # noqa: ANN003
-    shapes: dict[str, tuple[int, ...]] = {"state": (STATE_DIM,)}
-    if images:
-        shapes["image.front"] = IMAGE_SHAPE
-    fields = dict(
-        obs_shapes=shapes,
-        action_dim=ACTION_DIM,
-        horizon=HORIZON,
-        n_obs_steps=N_OBS,
-        n_action_steps=4,
+    sizes = dict(
         down_dims=(8, 16),
         diffusion_step_embed_dim=8,
         num_inference_steps=5,
         spatial_softmax_num_keypoints=4,
     )
-    return LeRobotDiffusionPolicyConfig(**{**fields, **overrides})
+    return make_config(LeRobotDiffusionPolicyConfig, images, **{**sizes, **overrides})
 
 
 def build(config: LeRobotDiffusionPolicyConfig) -> LeRobotDiffusionPolicy:
