@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -62,8 +64,15 @@ def train_dsrl(
     resume: bool = True,
     progress: bool = True,
     base_success: float | None = None,
+    train_env: Callable[[int], gym.vector.VectorEnv] | None = None,
 ) -> History:
     """Runs ``learner.cfg.env_steps`` env steps of DSRL on ``task``; returns the history.
+
+    Training transitions come from ``train_env(n_envs)`` when given (a world model's
+    imagination, an environment whose reward a reward model replaced, remote workers): a vector
+    environment that steps whole chunks like :func:`make_policy_env` does (stacked observations,
+    ``info[keys.CHUNK_STEPS]``, the final observation on autoreset). Evaluations always run on
+    ``task`` itself, so success is the task's.
 
     With ``out``: TensorBoard scalars in ``out/tb``, a learning curve ``out/curve.png``, the
     steered policy's evaluation history ``out/history.json`` and a resumable checkpoint
@@ -83,9 +92,17 @@ def train_dsrl(
         base_eval = _evaluate(learner.base, task, cfg)
         history.base_success = base_eval.success_rate
         history.base_ci95 = list(base_eval.success_ci95)
-    env = make_vector_env(
-        [lambda: make_policy_env(task, learner.base, gamma=cfg.gamma)] * cfg.n_envs
-    )
+    if train_env is None:
+        env = make_vector_env(
+            [lambda: make_policy_env(task, learner.base, gamma=cfg.gamma)] * cfg.n_envs
+        )
+    else:
+        env = train_env(cfg.n_envs)
+        if env.num_envs != cfg.n_envs:
+            raise ValueError(
+                f"train_env({cfg.n_envs}) returned {env.num_envs} environments; "
+                "it must build exactly the number it is asked for"
+            )
     obs, _ = env.reset(seed=cfg.seed + env_steps)
     next_eval = (env_steps // cfg.eval_every + 1) * cfg.eval_every
     bar = tqdm(

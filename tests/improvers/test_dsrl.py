@@ -123,3 +123,34 @@ def test_nan_from_the_critic_stops_training_and_keeps_the_last_checkpoint(toy_ta
     with pytest.raises(FloatingPointError, match="critic loss"):
         train_dsrl(broken, toy_task, out=tmp_path, progress=False)
     assert (tmp_path / "checkpoint" / "state.safetensors").read_bytes() == checkpoint
+
+
+def test_training_transitions_come_from_a_given_env_and_evaluation_from_the_task(toy_task):
+    from robot_rl.core.envs import make_vector_env
+    from robot_rl.core.reward import RewardModel, RewardWrapper
+    from robot_rl.eval.rollout import make_policy_env
+
+    class Constant(RewardModel):
+        def __call__(self, obs):
+            return np.full(self.check_obs(obs), 7.0, dtype=np.float32)
+
+    learner = DSRL(ToySteerable(), OBS_DIM, _cfg("sac", env_steps=120))
+    built = []
+
+    def train_env(n):
+        built.append(n)
+        make = lambda: make_policy_env(toy_task, learner.base, gamma=learner.cfg.gamma)  # noqa: E731
+        return make_vector_env([lambda: RewardWrapper(make(), Constant())] * n)
+
+    seen = []
+    update = learner.update
+    learner.update = lambda batch: seen.append(batch["reward"]) or update(batch)
+    history = train_dsrl(learner, toy_task, progress=False, base_success=0.0, train_env=train_env)
+    assert built == [2] and history.updates > 0
+    assert len(history.success) == 1  # the evaluation ran on the task itself
+    # every stored chunk reward is the model's, never the task's own
+    assert torch.all(torch.cat(seen) == 7.0)
+    with pytest.raises(ValueError, match="exactly the number"):
+        train_dsrl(
+            learner, toy_task, progress=False, base_success=0.0, train_env=lambda n: train_env(1)
+        )
