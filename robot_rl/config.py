@@ -66,10 +66,32 @@ class CollectJob:
     """seed of the first episode; episode i uses seed + i"""
     overwrite: bool = False
     """replace an existing store instead of appending"""
+    policy_path: str | None = None
+    """checkpoint folder of a policy whose rollouts are appended after the expert episodes
+    (mixed-quality data for offline RL: successes and failures, with rewards)"""
+    policy_episodes: int = 0
+    """number of policy rollouts to append (needs policy_path)"""
+    policy_n_envs: int = 16
+    """environments stepped in lock-step for the policy rollouts (batched inference)"""
+    policy_seed: int = 100_000
+    """seed of the first policy rollout (kept apart from the expert episodes' seeds)"""
 
     def __post_init__(self) -> None:
-        if self.episodes < 1:
-            raise ValueError(f"collect.episodes must be >= 1, got {self.episodes}")
+        if self.episodes < 0 or self.policy_episodes < 0:
+            raise ValueError(
+                f"collect.episodes and policy_episodes must be >= 0, got {self.episodes}, "
+                f"{self.policy_episodes}"
+            )
+        if self.episodes + self.policy_episodes < 1:
+            raise ValueError(
+                f"collect.episodes must be >= 1, got {self.episodes} (or add "
+                "policy_episodes=N policy_path=<checkpoint> for policy rollouts)"
+            )
+        if self.policy_episodes and not self.policy_path:
+            raise ValueError(
+                f"collect.policy_episodes={self.policy_episodes} needs policy_path=<checkpoint "
+                "folder> of the policy to roll out"
+            )
         ExpertQuality(self.noise_std, self.suboptimal_prob)  # validates the knob
 
 

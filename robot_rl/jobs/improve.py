@@ -57,8 +57,15 @@ def check_base_matches_task(base, task: TaskConfig) -> int:
 
 
 def improve_job(job: ImproveJob) -> dict:
+    if job.improver.get("kind") == "chunked_offline":
+        from robot_rl.jobs.offline import chunked_offline_job
+
+        return chunked_offline_job(job)
     if job.improver.get("kind") != "dsrl":
-        raise ValueError(f"unknown improver kind {job.improver.get('kind')!r}; available: ['dsrl']")
+        raise ValueError(
+            f"unknown improver kind {job.improver.get('kind')!r}; "
+            "available: ['dsrl', 'chunked_offline']"
+        )
     cfg = dsrl_config(job.improver)
     task = job.task.build()
     base = load_policy(job.base)

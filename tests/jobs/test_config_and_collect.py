@@ -56,3 +56,32 @@ def test_collect_writes_expert_episodes_with_metadata(tmp_path, capsys):
     assert cli.main(["collect", "task=lift", "episodes=1", f"store={store_path}"]) == 2
     assert "holds task 'push'" in capsys.readouterr().err
     assert EpisodeStore.open(store_path).n_episodes == 6
+
+
+def test_collect_policy_rollouts_need_a_policy_and_a_matching_task(tmp_path, capsys):
+    store = tmp_path / "mixed.zarr"
+    assert cli.main(["collect", "episodes=0", "policy_episodes=2", f"store={store}"]) == 2
+    assert "needs policy_path" in capsys.readouterr().err
+    missing = tmp_path / "nosuch"
+    args = ["collect", "episodes=0", "policy_episodes=1", f"policy_path={missing}"]
+    assert cli.main([*args, f"store={store}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not store.exists()  # nothing was created before the policy loaded
+
+
+def test_policy_rollouts_are_stored_with_rewards_successes_and_failures(tmp_path, toy_task):
+    from toys import ToySteerable
+
+    from robot_rl.jobs.collect import run_policy_episodes
+
+    episodes = list(run_policy_episodes(toy_task, ToySteerable(bias=0.3), 5, n_envs=2, seed=3))
+    assert len(episodes) == 5
+    for episode, success in episodes:
+        n = len(episode["action"])
+        assert episode["state"].shape == (n, 2) and episode["reward"].shape == (n,)
+        assert success == bool(episode["is_success"].any()) == bool(episode["terminated"][-1])
+        assert n <= 12  # the toy's time limit
+    outcomes = {success for _, success in episodes}
+    assert outcomes == {True, False}  # mixed quality: successes and failures
+    again = list(run_policy_episodes(toy_task, ToySteerable(bias=0.3), 5, n_envs=3, seed=3))
+    assert [len(e["action"]) for e, _ in again] != [] and len(again) == 5
