@@ -109,7 +109,7 @@ def improve_on_robot(
         result.successes.append(bool(summary["success"]))
         with EpisodeStore.open(store_path) as store:
             episode = store.get_episode(summary["index"])
-        batch = chunk_transitions(episode, base.n_obs_steps, base.n_action_steps, cfg.gamma)
+        batch = chunk_transitions(episode, base.n_obs_steps, learner.n_action_steps, cfg.gamma)
         if not len(batch["state"]):
             continue
         noise = np.clip(batch["noise"] / cfg.noise_bound, -0.999, 0.999)

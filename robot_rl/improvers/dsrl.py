@@ -59,6 +59,10 @@ class DSRLConfig:
     deterministic: bool = True
     """the steered policy (evaluation, checkpoint, deployment) acts with the noise actor's mean;
     SAC's sampling is for exploration while training"""
+    n_action_steps: int | None = None
+    """steps of each denoised chunk executed before the noise actor chooses again; None keeps
+    the base's own. Shorter chunks let the actor correct more often (the reference uses 4 on
+    robomimic) for more base calls per env step"""
     eval_every: int = 5_000
     """env steps between evaluations"""
     eval_episodes: int = 50
@@ -77,6 +81,8 @@ class DSRLConfig:
             raise ValueError(
                 f"noise_bound must be > 0, got {self.noise_bound}; 1.5 is a good default"
             )
+        if self.n_action_steps is not None and self.n_action_steps < 1:
+            raise ValueError(f"n_action_steps must be >= 1 or None, got {self.n_action_steps}")
         if self.env_steps < 1 or self.n_envs < 1 or self.eval_every < 1:
             raise ValueError("env_steps, n_envs and eval_every must be >= 1")
         if isinstance(self.sac, dict):
@@ -105,12 +111,19 @@ class DSRL:
         self.cfg, self.base = cfg, base
         torch.manual_seed(cfg.seed)
         self.noise_dim = int(np.prod(base.noise_shape))
-        self.chunk_dim = base.n_action_steps * base.action_dim
         self.obs_dim = obs_dim
         self.sac = SAC(obs_dim, self.noise_dim, cfg.sac)
         if cfg.start_as_base:
             self.sac.actor.start_as(base_like_std(cfg.noise_bound))
-        self.policy = SteeredPolicy(base, self.sac.actor, cfg.noise_bound, cfg.deterministic)
+        self.policy = SteeredPolicy(
+            base,
+            self.sac.actor,
+            cfg.noise_bound,
+            cfg.deterministic,
+            n_action_steps=cfg.n_action_steps,
+        )
+        self.n_action_steps = self.policy.n_action_steps
+        self.chunk_dim = self.n_action_steps * base.action_dim
         if cfg.variant == "na":
             hidden, n = cfg.sac.hidden_dims, cfg.sac.n_critics
             self.action_critic = CriticEnsemble(
@@ -135,7 +148,7 @@ class DSRL:
         """Executed chunk ``[B, Ta, A]`` of the base for flat states and noise in [-1, 1]."""
         obs = {"state": state_hist.reshape(state_hist.shape[0], self.base.n_obs_steps, -1)}
         w = (self.cfg.noise_bound * scaled_noise).reshape(-1, *self.base.noise_shape)
-        return self.base.act(obs, noise=w)
+        return self.base.predict_chunk(obs, w)[:, : self.n_action_steps]
 
     # learning -------------------------------------------------------------------------------
     def fit_obs_normalization(self, obs: torch.Tensor) -> None:

@@ -94,7 +94,7 @@ def train_dsrl(
         history.base_ci95 = list(base_eval.success_ci95)
     if train_env is None:
         env = make_vector_env(
-            [lambda: make_policy_env(task, learner.base, gamma=cfg.gamma)] * cfg.n_envs
+            [lambda: make_policy_env(task, learner.policy, gamma=cfg.gamma)] * cfg.n_envs
         )
     else:
         env = train_env(cfg.n_envs)

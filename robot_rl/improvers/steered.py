@@ -42,6 +42,7 @@ class SteeredPolicy(SteerableChunkPolicy):
         noise_bound: float,
         deterministic: bool = False,
         seed: int = 0,
+        n_action_steps: int | None = None,
     ):
         if not isinstance(base, SteerableChunkPolicy):
             raise TypeError(
@@ -52,7 +53,13 @@ class SteeredPolicy(SteerableChunkPolicy):
             raise ValueError(f"noise_bound must be > 0, got {noise_bound}")
         self.base, self.actor, self.noise_bound = base, actor, float(noise_bound)
         self.action_dim, self.horizon = base.action_dim, base.horizon
-        self.n_action_steps, self.n_obs_steps = base.n_action_steps, base.n_obs_steps
+        self.n_action_steps = n_action_steps or base.n_action_steps
+        if not 1 <= self.n_action_steps <= base.horizon:
+            raise ValueError(
+                f"n_action_steps must be in [1, {base.horizon}] (the base's horizon), "
+                f"got {self.n_action_steps}"
+            )
+        self.n_obs_steps = base.n_obs_steps
         self.noise_shape = (int(np.prod(base.noise_shape)),)
         self.deterministic = deterministic
         self.rng = np.random.default_rng(seed)
@@ -100,6 +107,7 @@ def save_steered(policy: SteeredPolicy, path: str | Path, base_path: str | Path)
             "base_path": str(Path(base_path).resolve()),
             "noise_bound": policy.noise_bound,
             "deterministic": policy.deterministic,
+            "n_action_steps": policy.n_action_steps,
             "obs_dim": policy.actor.obs_dim,
             "noise_dim": policy.actor.act_dim,
             "hidden_dims": [
@@ -139,5 +147,9 @@ def load_steered(path: str | Path, config: dict, device: str = "cpu") -> Steered
         raise FileNotFoundError(f"steered checkpoint {path} has no {STEERED_FILE}")
     actor.load_state_dict(load_file(str(weights)))
     return SteeredPolicy(
-        base, actor.eval(), config["noise_bound"], config.get("deterministic", False)
+        base,
+        actor.eval(),
+        config["noise_bound"],
+        config.get("deterministic", False),
+        n_action_steps=config.get("n_action_steps"),
     )

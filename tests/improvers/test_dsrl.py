@@ -154,3 +154,20 @@ def test_training_transitions_come_from_a_given_env_and_evaluation_from_the_task
         train_dsrl(
             learner, toy_task, progress=False, base_success=0.0, train_env=lambda n: train_env(1)
         )
+
+
+def test_shorter_chunks_are_executed_and_saved_with_the_steered_policy(toy_task, tmp_path):
+    base = ToySteerable()
+    learner = DSRL(base, OBS_DIM, _cfg("na", env_steps=120, n_action_steps=1))
+    assert learner.chunk_dim == base.action_dim and learner.policy.n_action_steps == 1
+    obs = np.zeros((3, OBS_DIM), np.float32)
+    assert learner.base_chunk(obs, np.zeros((3, learner.noise_dim), np.float32)).shape == (3, 1, 1)
+    train_dsrl(learner, toy_task, out=tmp_path, progress=False, base_success=0.0)
+    assert learner.sac.updates > 0
+    save_steered(learner.policy, tmp_path / "steered", tmp_path / "base")
+    header = json.loads((tmp_path / "steered" / "config.json").read_text())
+    assert header["config"]["n_action_steps"] == 1
+    with pytest.raises(ValueError, match="horizon"):
+        DSRL(base, OBS_DIM, _cfg("sac", n_action_steps=base.horizon + 1))
+    with pytest.raises(ValueError, match="n_action_steps must be >= 1"):
+        _cfg("sac", n_action_steps=0)
