@@ -250,6 +250,12 @@ class ImproveJob:
     """episodes of the improved policy recorded to ``out/rollout.mp4`` (0: none)"""
     progress: bool = True
     """show a progress bar"""
+    env: dict[str, Any] | None = None
+    """training environment (``_target_`` + arguments, e.g. ``env=imagination``); None trains
+    on the task itself. Evaluations always run on the task"""
+    world_model: dict[str, Any] | None = None
+    """world model group entry (``world_model=state``: ``path`` of its checkpoint), read by
+    ``env=imagination``"""
 
 
 @dataclass

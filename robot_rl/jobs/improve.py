@@ -72,7 +72,21 @@ def improve_job(job: ImproveJob) -> dict:
     obs_dim = check_base_matches_task(base, task)
     out = Path(job.out)
     learner = DSRL(base, obs_dim, cfg)
-    history = train_dsrl(learner, task, out=out, resume=job.resume, progress=job.progress)
+    train_env = None
+    if job.env is not None:  # e.g. env=imagination: training transitions from a world model
+        from hydra.utils import instantiate
+
+        train_env = instantiate(
+            job.env,
+            task=task,
+            policy=base,
+            world_model=job.world_model,
+            gamma=cfg.gamma,
+            _convert_="all",
+        )
+    history = train_dsrl(
+        learner, task, out=out, resume=job.resume, progress=job.progress, train_env=train_env
+    )
     policy_dir = save_steered(learner.policy, out / "policy", job.base)
     final = evaluate(
         learner.policy, task, job.final_eval_episodes, 16, cfg.eval_seed + 1, progress=False
