@@ -10,4 +10,6 @@ SUITES = {
     # the deployment daemon lives in real/, which the core does not import: named by path
     "daemon": "real.bench",
     "convert": "robot_rl.bench.convert",
+    # world models live in world_models/, which the core does not import either
+    "world_model": "world_models.bench",
 }

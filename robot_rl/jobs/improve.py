@@ -79,7 +79,7 @@ def improve_job(job: ImproveJob) -> dict:
         train_env = instantiate(
             job.env,
             task=task,
-            policy=base,
+            policy=learner.policy,  # the steered policy: its chunk length and history
             world_model=job.world_model,
             gamma=cfg.gamma,
             _convert_="all",
