@@ -10,6 +10,7 @@ SUITES = {
     # the deployment daemon lives in real/, which the core does not import: named by path
     "daemon": "real.bench",
     "convert": "robot_rl.bench.convert",
+    "chunked_offline": "robot_rl.bench.chunked_offline",
     # world models live in world_models/, which the core does not import either
     "world_model": "world_models.bench",
 }

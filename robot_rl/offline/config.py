@@ -96,10 +96,15 @@ class BestOfNConfig:
     """chunks sampled from the base per decision (one batched call)"""
     heads: str = "mean"
     """how the heads score a chunk when acting: 'mean' or 'min'"""
+    inference_steps: int | None = None
+    """denoising steps of the N samples when acting (None: the base's own); fewer steps of the
+    same DDIM sampler make the N samples cheaper (a diffusion base only)"""
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"best_of_n.n must be >= 1, got {self.n}")
+        if self.inference_steps is not None and self.inference_steps < 1:
+            raise ValueError(f"best_of_n.inference_steps must be >= 1, got {self.inference_steps}")
         _choice("best_of_n.heads", self.heads, HEAD_REDUCTIONS)
 
 

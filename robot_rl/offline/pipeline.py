@@ -157,7 +157,9 @@ class ChunkedOffline:
     def best_of_n(self, critic: ChunkCritic | None = None) -> BestOfNPolicy:
         critic = critic or self.critic
         bon = self.cfg.best_of_n
-        return BestOfNPolicy(self.base, critic.q, bon.n, bon.heads, seed=self.cfg.seed)
+        return BestOfNPolicy(
+            self.base, critic.q, bon.n, bon.heads, self.cfg.seed, bon.inference_steps
+        )
 
     def train_expo(self) -> tuple[ExpoPolicy, ExpoLearner]:
         """EXPO from a copy of the trained critic: joint critic + edit-policy updates."""
@@ -172,7 +174,9 @@ class ChunkedOffline:
                 for k, v in metrics.items():
                     self.writer.add_scalar(f"expo/{k}", v, step)
         bon = self.cfg.best_of_n
-        policy = ExpoPolicy(self.base, critic.q, learner.edit, bon.n, bon.heads, self.cfg.seed)
+        policy = ExpoPolicy(
+            self.base, critic.q, learner.edit, bon.n, bon.heads, self.cfg.seed, bon.inference_steps
+        )
         return policy, learner
 
     def train_q_weighted(self):

@@ -12,6 +12,7 @@ and a copy of the base checkpoint under ``base/``, so the folder deploys on its 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -63,6 +64,7 @@ class BestOfNPolicy(ChunkPolicy):
         n: int = 32,
         heads: str = "mean",
         seed: int = 0,
+        inference_steps: int | None = None,
     ):
         if not isinstance(base, SteerableChunkPolicy):
             raise TypeError(
@@ -80,6 +82,10 @@ class BestOfNPolicy(ChunkPolicy):
                 "was trained for another base"
             )
         self.base, self.critic, self.n, self.heads = base, critic.eval(), int(n), heads
+        self.inference_steps = inference_steps
+        self.sampler = (
+            base if inference_steps is None else with_inference_steps(base, inference_steps)
+        )
         self.action_dim, self.horizon = base.action_dim, base.horizon
         self.n_action_steps, self.n_obs_steps = base.n_action_steps, base.n_obs_steps
         self.rng = np.random.default_rng(seed)
@@ -100,7 +106,7 @@ class BestOfNPolicy(ChunkPolicy):
             noise = self.rng.standard_normal((b, self.n, *self.base.noise_shape))
         noise = np.asarray(noise, np.float32).reshape(b * self.n, *self.base.noise_shape)
         repeated = {k: np.repeat(np.asarray(v), self.n, axis=0) for k, v in obs.items()}
-        chunks = self.base.predict_chunk(repeated, noise)  # one batched call of B * n
+        chunks = self.sampler.predict_chunk(repeated, noise)  # one batched call of B * n
         state = torch.from_numpy(flat_state(repeated))
         executed = torch.from_numpy(np.ascontiguousarray(chunks[:, : self.n_action_steps]))
         executed = executed.reshape(b * self.n, -1)
@@ -124,6 +130,7 @@ class BestOfNPolicy(ChunkPolicy):
         return {
             "n": self.n,
             "heads": self.heads,
+            "inference_steps": self.inference_steps,
             "obs_dim": self.critic.obs_norm.shift.shape[0],
             "chunk_dim": self.n_action_steps * self.action_dim,
             "hidden_dims": hidden[:-1],
@@ -137,8 +144,10 @@ class ExpoPolicy(BestOfNPolicy):
 
     policy_class = "ExpoPolicy"
 
-    def __init__(self, base, critic, edit: EditPolicy, n: int = 32, heads: str = "mean", seed=0):
-        super().__init__(base, critic, n, heads, seed)
+    def __init__(
+        self, base, critic, edit: EditPolicy, n=32, heads="mean", seed=0, inference_steps=None
+    ):
+        super().__init__(base, critic, n, heads, seed, inference_steps)
         self.edit = edit.eval()
 
     def _more_candidates(self, state, executed, chunks) -> tuple[np.ndarray, np.ndarray]:
@@ -169,6 +178,27 @@ class ExpoPolicy(BestOfNPolicy):
             "edit_hidden_dims": list(self.edit.hidden),
             "edit_scale": self.edit.edit_scale,
         }
+
+
+def with_inference_steps(base: SteerableChunkPolicy, steps: int) -> SteerableChunkPolicy:
+    """The same diffusion policy (shared weights) sampling with ``steps`` DDIM steps."""
+    from robot_rl.policies.diffusion import DiffusionPolicy
+
+    if not isinstance(base, DiffusionPolicy):
+        raise TypeError(
+            f"best_of_n.inference_steps needs a DiffusionPolicy base, got {type(base).__name__}; "
+            "leave it null"
+        )
+    if steps > base.config.num_train_timesteps:
+        raise ValueError(
+            f"best_of_n.inference_steps={steps} > the base's {base.config.num_train_timesteps} "
+            "training noise levels"
+        )
+    fast = DiffusionPolicy(
+        dataclasses.replace(base.config, num_inference_steps=steps), base.normalizer
+    )
+    fast.load_state_dict(base.state_dict())
+    return fast.eval()
 
 
 def save_offline_policy(policy: BestOfNPolicy, path: str | Path, base_path: str | Path) -> Path:
@@ -222,8 +252,9 @@ def load_offline_policy(path: str | Path, config: dict, device: str = "cpu") -> 
         critic.load_state_dict(_load(path / CRITIC_FILE))
     except KeyError as err:
         raise ValueError(f"{path / 'config.json'} lacks the setting {err}; save it again") from err
+    steps = config.get("inference_steps")
     if "edit_scale" not in config:
-        return BestOfNPolicy(base, critic, config["n"], config["heads"])
+        return BestOfNPolicy(base, critic, config["n"], config["heads"], inference_steps=steps)
     edit = EditPolicy(
         config["obs_dim"],
         config["chunk_dim"],
@@ -231,7 +262,7 @@ def load_offline_policy(path: str | Path, config: dict, device: str = "cpu") -> 
         config["edit_scale"],
     )
     edit.load_state_dict(_load(path / EDIT_FILE))
-    return ExpoPolicy(base, critic, edit, config["n"], config["heads"])
+    return ExpoPolicy(base, critic, edit, config["n"], config["heads"], inference_steps=steps)
 
 
 def _load(file: Path) -> dict[str, torch.Tensor]:

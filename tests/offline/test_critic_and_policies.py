@@ -30,10 +30,10 @@ def test_critic_updates_fit_the_targets(batches, backup, conservative):
     critic.fit_obs_normalization(batches.data.frame_obs)
     batch = batches.batch(torch.arange(len(batches)))
     first = critic.update(batch)
-    for _ in range(150):
+    for _ in range(60):
         last = critic.update(batch)
     assert last["td_loss"] < first["td_loss"]
-    assert critic.updates == 151
+    assert critic.updates == 61
     if conservative != "none":
         assert "cql_gap" in last
     if backup == "expectile":
@@ -92,7 +92,7 @@ def test_expo_edits_stay_within_the_scale_and_raise_q(batches):
     learner = ExpoLearner(critic, ExpoConfig(edit_scale=0.2, hidden_dims=(16,), lr=3e-3))
     batch = batches.batch(torch.arange(len(batches)))
     first = learner.update(batch)
-    for _ in range(60):
+    for _ in range(30):
         last = learner.update(batch)
     assert last["edit_q"] > first["edit_q"]
     edited = learner.edited(batch["obs"], batch["candidates"], deterministic=True)
@@ -114,3 +114,20 @@ def test_offline_policies_save_with_their_base_and_reload(tmp_path, batches):
     noise = np.random.default_rng(1).normal(size=(2, 4, *base.noise_shape))
     np.testing.assert_allclose(again.candidates(obs, noise)[1], policy.candidates(obs, noise)[1])
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_best_of_n_can_sample_with_fewer_denoising_steps(tmp_path):
+    from tests_offline_base import tiny_diffusion_base
+
+    base, base_dir = tiny_diffusion_base(tmp_path)
+    critic = ChunkCritic(4, 2, ChunkCriticConfig(hidden_dims=(8,))).q
+    fast = BestOfNPolicy(base, critic, n=4, inference_steps=1)
+    assert fast.sampler.config.num_inference_steps == 1 and base.config.num_inference_steps == 3
+    obs = {"state": np.zeros((1, 2, 2), np.float32)}
+    noise = np.random.default_rng(1).normal(size=(1, 4, *base.noise_shape))
+    slow_chunks = BestOfNPolicy(base, critic, n=4).candidates(obs, noise)[0]
+    assert not np.allclose(fast.candidates(obs, noise)[0], slow_chunks)
+    again = load_policy(save_offline_policy(fast, tmp_path / "fast", base_dir))
+    assert again.sampler.config.num_inference_steps == 1
+    with pytest.raises(TypeError, match="needs a DiffusionPolicy base"):
+        BestOfNPolicy(ToySteerable(), critic, n=2, inference_steps=1)

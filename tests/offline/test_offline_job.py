@@ -17,20 +17,20 @@ TINY = [
     "improver.critic.hidden_dims=[16,16]",
     "improver.critic.samples=2",
     "improver.critic.batch_size=16",
-    "improver.critic.updates=12",
-    "improver.eval_every=6",
-    "improver.checkpoint_every=6",
-    "improver.eval_episodes=2",
+    "improver.critic.updates=8",
+    "improver.eval_every=4",
+    "improver.checkpoint_every=4",
+    "improver.eval_episodes=1",
     "improver.best_of_n.n=4",
     "improver.expo.updates=4",
     "improver.expo.hidden_dims=[16]",
     "improver.q_weighted.steps=2",
     "improver.q_weighted.batch_size=8",
-    "improver.online.env_steps=40",
+    "improver.online.env_steps=16",
     "improver.online.n_envs=2",
-    "improver.online.eval_every=40",
+    "improver.online.eval_every=16",
     "improver.online.utd_ratio=1",
-    "final_eval_episodes=2",
+    "final_eval_episodes=1",
     "video_episodes=0",
     "progress=false",
 ]
@@ -63,8 +63,8 @@ def test_improve_chunked_offline_writes_policies_pictures_and_resumes(mixed_stor
     overrides = [*TINY, f"base={root / 'base'}", f"out={out}", f"improver.store=[{store}]"]
     summary = improve_job(config.load_job("improve", config.ImproveJob, overrides))
     assert set(summary["results"]) == {"base", "best_of_n", "expo", "q_weighted", "online"}
-    assert summary["critic_updates"] == 12 and summary["offline_curve"]["updates"] == [6, 12]
-    assert summary["online_curve"]["env_steps"][-1] >= 40
+    assert summary["critic_updates"] == 8 and summary["offline_curve"]["updates"] == [4, 8]
+    assert summary["online_curve"]["env_steps"][-1] >= 16
     for name in ("curve.png", "success.png", "summary.json", "base_samples.safetensors"):
         assert (out / name).is_file(), name
     assert isinstance(load_policy(out / "best_of_n"), BestOfNPolicy)
@@ -74,7 +74,7 @@ def test_improve_chunked_offline_writes_policies_pictures_and_resumes(mixed_stor
     # a second run resumes: the critic is finished, the cached base samples are reused
     stamp = (out / "base_samples.safetensors").stat().st_mtime_ns
     again = improve_job(config.load_job("improve", config.ImproveJob, overrides))
-    assert again["critic_updates"] == 12
+    assert again["critic_updates"] == 8
     assert (out / "base_samples.safetensors").stat().st_mtime_ns == stamp
 
 
@@ -83,7 +83,7 @@ def test_eval_job_reads_an_offline_policy_folder(mixed_store, capsys):
     folder = root / "run" / "best_of_n"
     if not folder.is_dir():
         pytest.skip("needs the improve test's run folder")
-    args = ["eval", f"policy_path={folder}", "episodes=2", "video_episodes=0", "progress=false"]
+    args = ["eval", f"policy_path={folder}", "episodes=1", "video_episodes=0", "progress=false"]
     assert cli.main([*args, f"out={root / 'eval'}"]) == 0
     assert "success_rate" in json.loads(capsys.readouterr().out)
 
