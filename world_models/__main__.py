@@ -50,7 +50,7 @@ def train_command(overrides: list[str]) -> dict:
     task, settings = load_settings(overrides)
     kind = settings.get("kind", "state")
     if kind == "image":
-        from world_models.image_model import train_image_job
+        from world_models.image_report import train_image_job
 
         return train_image_job(task.build(), settings)
     from world_models.fidelity import fidelity_report

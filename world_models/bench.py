@@ -94,9 +94,9 @@ def run(overrides: list[str]) -> dict:
     if "state" in opts.parts:
         figures.update(_state_part(opts, out))
     if "image" in opts.parts:
-        from world_models.image_model import image_bench
+        from world_models.image_report import image_bench
 
-        figures["image_model"] = image_bench(opts.task, opts.image, out / "image_model")
+        figures["image_model"] = image_bench(opts.task, opts.image, out / "image_model", opts.base)
     return figures
 
 
