@@ -21,11 +21,13 @@ JOBS: dict[str, str] = {
     "serve": "deployment daemon on a robot: robot-rl serve robot=sim_push policy=PATH",
     "convert": "convert SRC DST: LeRobot, robomimic HDF5, diffusion_policy zarr <-> store",
     "dataset": "dataset check PATH: schema, NaN, boundaries, timestamps, actions; summary, PNG",
+    "reward": "reward train|adapt|vlm|eval|relabel: success classifier, CLIP reward, AUROC",
 }
 
 POSITIONALS: dict[str, tuple[str, ...]] = {
     "convert": ("src", "dst"),
     "dataset": ("command", "path"),
+    "reward": ("command",),
 }
 """Leading arguments without '=' that a job takes by position, e.g. ``convert SRC DST``."""
 
@@ -56,6 +58,10 @@ def _runner(job: str) -> Callable[[list[str]], dict]:
             if job == "convert":
                 return convert_job(config.load_job(job, config.ConvertJob, overrides))
             return dataset_job(config.load_job(job, config.DatasetJob, overrides))
+        if job == "reward":
+            from robot_rl.jobs.reward import reward_job
+
+            return reward_job(overrides)
         if job == "serve":
             from robot_rl.jobs.serve import serve_job, serve_overrides
 

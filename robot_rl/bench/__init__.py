@@ -13,4 +13,5 @@ SUITES = {
     "chunked_offline": "robot_rl.bench.chunked_offline",
     # world models live in world_models/, which the core does not import either
     "world_model": "world_models.bench",
+    "rewards": "robot_rl.bench.rewards",
 }
