@@ -52,7 +52,10 @@ class ImageModelConfig:
     """Ta, actions per prediction: the model predicts the frame Ta steps ahead"""
     context_frames: int = 2
     """K, frames of history the model reads"""
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    residual: bool = True
+    """denoise the change from the last context frame (most pixels do not move, so the model
+    starts from "nothing moves" and spends its capacity on what does) instead of the frame"""
+    block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     """UNet2DModel channels per resolution level"""
     layers_per_block: int = 1
     """ResNet layers per UNet level"""
@@ -148,16 +151,22 @@ class ImageWorldModel(nn.Module):
         cond = self.action_embed(chunk.flatten(1))
         return self.unet(x, t, class_labels=cond).sample
 
+    def target(self, frame: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """What the diffusion models: the frame, or its change from the last context frame
+        (halved, so that it lies in [-1, 1] like a frame)."""
+        return (frame - context[:, -3:]) / 2 if self.cfg.residual else frame
+
     @torch.no_grad()
     def imagine(self, context: torch.Tensor, chunk: torch.Tensor, generator=None) -> torch.Tensor:
         """Frame ``[B, 3, S, S]`` in [-1, 1] one chunk after ``context`` ``[B, 3K, S, S]``."""
         scheduler = self.sample_scheduler
         scheduler.set_timesteps(self.cfg.num_inference_steps)
         shape = (context.shape[0], 3, self.cfg.image_size, self.cfg.image_size)
-        frame = torch.randn(shape, generator=generator)
+        x = torch.randn(shape, generator=generator)
         for t in scheduler.timesteps:
-            clean = self.denoise(frame, t.expand(shape[0]), context, chunk)
-            frame = scheduler.step(clean, t, frame).prev_sample
+            clean = self.denoise(x, t.expand(shape[0]), context, chunk)
+            x = scheduler.step(clean, t, x).prev_sample
+        frame = context[:, -3:] + 2 * x if self.cfg.residual else x
         return frame.clamp(-1.0, 1.0)
 
     def success_logit(self, frame: torch.Tensor) -> torch.Tensor:
@@ -266,13 +275,13 @@ def train_image_model(
     losses: dict[str, float] = {}
     while step < cfg.steps and time.perf_counter() - start < 60.0 * cfg.max_minutes:
         t = rng.choice(windows, cfg.batch_size)
-        target = _to_float(data.frames[t + cfg.chunk])
+        context = context_of(data, t, cfg)
+        target = model.target(_to_float(data.frames[t + cfg.chunk]), context)
         noise = torch.randn_like(target)
         level = torch.randint(cfg.num_train_timesteps, (len(t),))
         noisy = model.train_scheduler.add_noise(target, noise, level)
-        frame_loss = F.mse_loss(
-            model.denoise(noisy, level, context_of(data, t, cfg), chunk_of(data, t, cfg)), target
-        )
+        predicted = model.denoise(noisy, level, context, chunk_of(data, t, cfg))
+        frame_loss = F.mse_loss(predicted, target)
         c = rng.choice(labelled, cfg.batch_size)
         labels = torch.from_numpy(data.success[c].astype(np.float32))
         cls_loss = F.binary_cross_entropy_with_logits(
