@@ -37,7 +37,7 @@ class ChunkCriticConfig:
     """LayerNorm in every hidden layer (keeps unseen chunks from being over-extrapolated)"""
     gamma: float = 0.99
     """per-step discount; a chunk of n steps is discounted by gamma^n"""
-    backup: str = "best_of_n"
+    backup: str = "expectile"
     """TD target at the chunk's end: 'best_of_n' (max of Q over base samples at s', as in
     Q-chunking) or 'expectile' (in-sample, behaviour-regularised: a value network fitted by
     expectile regression on the data's chunks, as in IQL; needs no base samples in the target)"""
@@ -45,7 +45,7 @@ class ChunkCriticConfig:
     """how the target combines the heads: 'min' (pessimistic) or 'mean'"""
     expectile: float = 0.9
     """tau of the expectile value network (backup='expectile' and Q-weighted advantages)"""
-    conservative: str = "calql"
+    conservative: str = "none"
     """conservative term: 'cql' (push down Q of base samples and random chunks below the data's),
     'calql' (the same, with base samples' Q clipped below at the data's Monte-Carlo return, so
     values stay calibrated for online fine-tuning), or 'none'"""
@@ -64,7 +64,7 @@ class ChunkCriticConfig:
     """Adam learning rate"""
     tau: float = 0.005
     """Polyak rate of the target network"""
-    updates: int = 6_000
+    updates: int = 2_000
     """gradient updates of offline training"""
 
     def __post_init__(self) -> None:
@@ -123,7 +123,8 @@ class ExpoConfig:
     lr: float = 3e-4
     """Adam learning rate of the edit policy"""
     updates: int = 3_000
-    """joint critic + edit-policy updates (edited samples enter the TD backup too)"""
+    """joint critic + edit-policy updates: the critic's copy is trained with a best-of-(base
+    and edited samples) backup, whatever ``critic.backup`` is, so edits enter the TD target"""
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims)

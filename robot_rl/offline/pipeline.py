@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -163,7 +163,7 @@ class ChunkedOffline:
 
     def train_expo(self) -> tuple[ExpoPolicy, ExpoLearner]:
         """EXPO from a copy of the trained critic: joint critic + edit-policy updates."""
-        critic = self.copy_critic()
+        critic = self.copy_critic(backup="best_of_n")
         learner = ExpoLearner(critic, self.cfg.expo, seed=self.cfg.seed)
         bar = tqdm(range(self.cfg.expo.updates), desc="expo", disable=not self.progress)
         for step in bar:
@@ -197,8 +197,15 @@ class ChunkedOffline:
         history["weight_max"] = float(weights.max())
         return policy, history
 
-    def copy_critic(self) -> ChunkCritic:
-        critic = self.new_critic()
+    def copy_critic(self, **changes) -> ChunkCritic:
+        """A copy of the critic (weights, optimiser state, update count); ``changes`` replace
+        fields of its config (EXPO trains its copy with the best-of-N backup)."""
+        critic = ChunkCritic(
+            self.data.obs_dim,
+            self.data.chunk_dim,
+            replace(self.cfg.critic, **changes),
+            seed=self.cfg.seed,
+        )
         for name, module in self.critic.modules().items():
             critic.modules()[name].load_state_dict(module.state_dict())
         for name, opt in self.critic.optimizers().items():
