@@ -55,7 +55,7 @@ def success_head_accuracy(model: StateWorldModel, frames: Frames) -> dict:
     """Step-level classification of ``is_success`` on held-out steps (threshold 0.5)."""
     s, a = torch.from_numpy(frames.state), torch.from_numpy(frames.action)
     _, logit, _ = model.outcome(s, a, model.next(s, a).mean(dim=0))
-    pred = (logit > 0).numpy()
+    pred = (logit > model.success_threshold).numpy()
     true = frames.is_success
     tp, tn = int((pred & true).sum()), int((~pred & ~true).sum())
     fp, fn = int((pred & ~true).sum()), int((~pred & true).sum())
@@ -83,7 +83,7 @@ def episode_success_agreement(model: StateWorldModel, frames: Frames) -> dict:
             a = torch.from_numpy(frames.action[t : t + 1])
             nxt = model.next(s, a).mean(dim=0)
             _, logit, _ = model.outcome(s, a, nxt)
-            if logit.item() > 0:
+            if logit.item() > model.success_threshold.item():
                 hit = True
                 break
             s = nxt

@@ -13,6 +13,9 @@ chunks per step, same-step autoreset), so DSRL runs in it unchanged::
         info     = chunk_steps, is_success, disagreement, diverged; final_obs / final_info of
                    ended episodes, whose next episode starts at once (same-step autoreset)
 
+With ``success_rule="all"`` a step succeeds only where the heads call every member's
+prediction a success: the model claims no success that its members dispute.
+
 ``disagreement`` is the members' standard deviation of the predicted next state in the
 store's standardised units (root mean over features): where the data is thin the members
 disagree, and the penalty keeps the improver from exploiting the model's errors there. A
@@ -89,6 +92,7 @@ class ImaginationEnv(VectorEnv):
         initial_fraction: float = 0.5,
         member: str = "mean",
         divergence_margin: float = 3.0,
+        success_rule: str = "mean",
         seed: int = 0,
     ):
         if horizon < 1:
@@ -102,6 +106,8 @@ class ImaginationEnv(VectorEnv):
             )
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if success_rule not in ("mean", "all"):
+            raise ValueError(f"success_rule must be 'mean' or 'all', got {success_rule!r}")
         if member not in ("mean", "random"):
             raise ValueError(f"member must be 'mean' or 'random', got {member!r}")
         if penalty < 0 or not 0.0 <= initial_fraction <= 1.0 or not 0.0 < gamma <= 1.0:
@@ -119,6 +125,7 @@ class ImaginationEnv(VectorEnv):
         self.num_envs, self.n_action_steps, self.horizon = num_envs, n_action_steps, horizon
         self.gamma, self.penalty, self.reward_kind = gamma, penalty, reward
         self.initial_fraction, self.member = initial_fraction, member
+        self.success_rule = success_rule
         n_obs = starts.history.shape[1]
         self.single_observation_space = spaces.Dict(
             {keys.STATE: spaces.Box(-np.inf, np.inf, (n_obs, d), np.float32)}
@@ -215,14 +222,25 @@ class ImaginationEnv(VectorEnv):
         finite = torch.isfinite(nxt).all(dim=-1) & torch.isfinite(disagreement)
         inside = ((nxt >= self._low) & (nxt <= self._high)).all(dim=-1)
         safe = torch.where(finite[:, None], nxt, s)
-        reward, success_logit, terminated_logit = self.model.outcome(s, a, safe)
-        success = success_logit > 0
+        if self.success_rule == "all":  # the heads on every member's prediction must agree
+            e = members.shape[0]
+            sound = torch.where(torch.isfinite(members), members, s.expand_as(members))
+            reward, success_logit, terminated_logit = self.model.outcome(
+                s.expand(e, *s.shape), a.expand(e, *a.shape), sound
+            )
+            reward = reward.mean(dim=0)
+            success = (success_logit > self.model.success_threshold).all(dim=0)
+            terminated = (terminated_logit > self.model.terminated_threshold).all(dim=0)
+        else:
+            reward, success_logit, terminated_logit = self.model.outcome(s, a, safe)
+            success = success_logit > self.model.success_threshold
+            terminated = terminated_logit > self.model.terminated_threshold
         step_reward = success.float() if self.reward_kind == "sparse" else reward
         return {
             "next": safe.numpy().astype(np.float32),
             "reward": torch.nan_to_num(step_reward, nan=0.0).numpy().astype(np.float64),
             "success": success.numpy(),
-            "terminated": (terminated_logit > 0).numpy(),
+            "terminated": terminated.numpy(),
             "disagreement": torch.nan_to_num(disagreement, nan=0.0).numpy().astype(np.float64),
             "diverged": (~(finite & inside)).numpy(),
         }
@@ -336,6 +354,8 @@ def evaluate_in_model(
     horizon: int = 50,
     n_envs: int = 16,
     seed: int = 0,
+    member: str = "mean",
+    success_rule: str = "mean",
 ) -> dict:
     """What the model believes: ``policy``'s success rate over ``episodes`` imagined episodes
     from the store's initial states, ``horizon`` model steps each (the real task's episode
@@ -352,6 +372,8 @@ def evaluate_in_model(
         horizon,
         penalty=0.0,
         initial_fraction=1.0,
+        member=member,
+        success_rule=success_rule,
         seed=seed,
     )
     quota = np.full(n_envs, episodes // n_envs)

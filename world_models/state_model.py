@@ -137,6 +137,9 @@ class StateWorldModel(nn.Module):
             self.register_buffer(name, torch.ones(d))
         self.register_buffer("state_min", torch.full((d,), -math.inf))
         self.register_buffer("state_max", torch.full((d,), math.inf))
+        # logit thresholds of the success / termination calls, calibrated after training
+        self.register_buffer("success_threshold", torch.zeros(()))
+        self.register_buffer("terminated_threshold", torch.zeros(()))
         self.dynamics = _ensemble_mlp(cfg.ensemble, d + a, cfg.hidden_dims, d)
         # outputs: reward, success logit, terminated logit
         self.heads = _mlp(2 * d + a, cfg.head_hidden_dims, 3)

@@ -180,6 +180,8 @@ def train_state_model(
                 for k, v in losses.items():
                     writer.add_scalar(f"world_model/{k}", v, step)
     losses.update(_fit_heads(model, tensors, cfg, pos_weight, gen, writer, progress))
+    if len(held_eps):
+        calibrate_thresholds(model, frames.select(held_eps))
     wall = time.perf_counter() - start_time
     if writer:
         writer.close()
@@ -191,6 +193,8 @@ def train_state_model(
         "held_out_episodes": held_eps.tolist(),
         "train_frames": len(data.state),
         "final_losses": losses,
+        "success_threshold": float(model.success_threshold),
+        "terminated_threshold": float(model.terminated_threshold),
         "train_wall_s": wall,
     }
     if out is not None:
@@ -288,3 +292,20 @@ def _fit_heads(model, t, cfg: StateModelConfig, pos_weight: float, gen, writer, 
             for k, v in losses.items():
                 writer.add_scalar(f"world_model/{k}", v, cfg.steps + step)
     return losses
+
+
+@torch.no_grad()
+def calibrate_thresholds(model: StateWorldModel, held: Frames) -> None:
+    """Logit thresholds at which the heads call as many held-out steps successful (and
+    terminal) as really were: a head weighted towards the rare successes over-calls them, and
+    an imagined episode gives it ~50 chances to call one falsely."""
+    s, a = torch.from_numpy(held.state), torch.from_numpy(held.action)
+    _, success_logit, terminated_logit = model.outcome(s, a, model.next(s, a).mean(dim=0))
+    for logit, labels, buffer in (
+        (success_logit, held.is_success, model.success_threshold),
+        (terminated_logit, held.terminated, model.terminated_threshold),
+    ):
+        positives = int(labels.sum())
+        if 0 < positives < len(labels):
+            ranked = logit.sort(descending=True).values
+            buffer.fill_(float(0.5 * (ranked[positives - 1] + ranked[positives])))

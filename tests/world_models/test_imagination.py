@@ -124,3 +124,20 @@ def test_factory_refuses_a_model_of_another_task(toy_model):
         ImaginationEnvFactory("push", ToySteerable(), str(out / "model"))
     with pytest.raises(ValueError, match="needs a trained world model"):
         ImaginationEnvFactory("toy", ToySteerable(), {"path": None})
+
+
+def test_success_needs_every_member_under_the_all_rule(toy_model, starts):
+    model = toy_model[0]
+    env = ImaginationEnv(model, starts, 16, 1, horizon=20, success_rule="all", seed=5)
+    obs, _ = env.reset(seed=5)
+    state = torch.from_numpy(obs[keys.STATE][:, -1])
+    action = torch.ones(16, 1)
+    _, _, _, _, info = env.step(np.ones((16, 1, 1), np.float32))
+    with torch.no_grad():
+        members = model.next(state, action)
+        _, logits, _ = model.outcome(state.expand(3, 16, 2), action.expand(3, 16, 1), members)
+    by_hand = (logits > model.success_threshold).all(dim=0).numpy()
+    np.testing.assert_array_equal(step_info(info, keys.IS_SUCCESS, False), by_hand)
+    assert by_hand.any() and not by_hand.all()  # from x in [-0.2, 1): some starts succeed
+    with pytest.raises(ValueError, match="success_rule"):
+        ImaginationEnv(model, starts, 2, 2, success_rule="any")

@@ -68,3 +68,17 @@ def test_model_learns_the_dynamics_and_success(toy_model, toy_store, tmp_path):
     assert report["success_head"]["recall"] > 0.5
     assert report["success_head"]["balanced_accuracy"] > 0.7
     assert all((tmp_path / name).is_file() for name in ("kstep_error.png", "trajectory.png"))
+
+
+def test_thresholds_call_as_many_successes_as_held_out_steps_had(toy_model, toy_store):
+    from world_models.train import calibrate_thresholds, load_frames
+
+    model, summary, _ = toy_model
+    with EpisodeStore.open(toy_store) as store:
+        held = load_frames(store).select(np.asarray(summary["held_out_episodes"]))
+    calibrate_thresholds(model, held)
+    s, a = torch.from_numpy(held.state), torch.from_numpy(held.action)
+    with torch.no_grad():
+        _, logit, _ = model.outcome(s, a, model.next(s, a).mean(dim=0))
+    assert int((logit > model.success_threshold).sum()) == int(held.is_success.sum())
+    assert summary["success_threshold"] == pytest.approx(float(model.success_threshold))
