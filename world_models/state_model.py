@@ -33,6 +33,8 @@ from torch import nn
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+OPTIONAL_BUFFERS = ("success_threshold", "terminated_threshold")
+"""absent from the first checkpoints: logit 0 (probability 0.5), as those models used"""
 
 
 @dataclass
@@ -249,8 +251,11 @@ def load_state_model(
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"world model checkpoint {path} has no {WEIGHTS_FILE}")
+    tensors = load_file(str(weights), device=device)
+    for name in OPTIONAL_BUFFERS:  # checkpoints written before thresholds were calibrated
+        tensors.setdefault(name, torch.zeros(()))
     try:
-        model.load_state_dict(load_file(str(weights), device=device))
+        model.load_state_dict(tensors)
     except RuntimeError as err:
         raise ValueError(f"{weights}: weights do not match {CONFIG_FILE} ({err})") from err
     return model.to(device).eval(), header
