@@ -56,10 +56,10 @@ class RewardsBench:
     """expert action noise of the labelled episodes"""
     suboptimal_prob: float = 0.5
     """share of suboptimal expert episodes (near misses are the hard negatives)"""
-    classifier: list[str] = field(default_factory=lambda: ["steps=600"])
-    """overrides of ClassifierConfig"""
-    clip: list[str] = field(default_factory=list)
-    """overrides of the CLIP adaptation config (configs/reward/clip_adapt.yaml fields)"""
+    classifier: list[str] = field(default_factory=lambda: ["steps=500", "batch_size=64"])
+    """overrides of configs/reward/classifier.yaml (a shorter run than its default)"""
+    clip: list[str] = field(default_factory=lambda: ["steps=300"])
+    """overrides of configs/reward/clip_adapt.yaml"""
     base: str | None = None
     """base policy checkpoint for DSRL; None pretrains one with the demo's settings"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -99,8 +99,10 @@ def run(overrides: list[str]) -> dict:
         "test_positive": int(test.labels.sum()),
     }
     classifier = None
-    if {"classifier", "dsrl", "throughput"} & set(opts.parts):
+    if {"classifier", "dsrl"} & set(opts.parts):
         classifier = _classifier_part(opts, train_store, test, out / "classifier", figures)
+    elif "throughput" in opts.parts and (out / "classifier" / "reward_model.json").is_file():
+        classifier = SuccessClassifier.load(out / "classifier")  # timed, not trained again
     clip_model = None
     if "clip" in opts.parts:
         clip_model = _clip_part(opts, train_store, test, out / "clip", figures)
@@ -113,6 +115,14 @@ def run(overrides: list[str]) -> dict:
     return figures
 
 
+def _settings(name: str, fixed: dict, dotlist: list[str], schema):
+    """configs/reward/<name>.yaml, then the bench's fixed fields, then the overrides."""
+    from robot_rl.jobs.reward import reward_settings
+
+    merged = OmegaConf.merge(OmegaConf.create(fixed), OmegaConf.from_dotlist(dotlist))
+    return reward_settings(name, OmegaConf.to_container(merged), schema)
+
+
 def _labelled_stores(opts: RewardsBench, out: Path) -> tuple[Path, Path]:
     """Expert camera episodes that do not end on success; test episodes use other seeds."""
     paths = []
@@ -121,6 +131,20 @@ def _labelled_stores(opts: RewardsBench, out: Path) -> tuple[Path, Path]:
         ("test", opts.test_episodes, 900_000),
     ):
         path = out / f"labelled_{name}.zarr"
+        paths.append(path)
+        settings = {
+            "task": opts.task,
+            "camera": opts.camera,
+            "image_size": opts.image_size,
+            "episodes": episodes,
+            "noise_std": opts.noise_std,
+            "suboptimal_prob": opts.suboptimal_prob,
+            "seed": seed,
+        }
+        marker = path.with_suffix(".json")
+        if _has_episodes(path, episodes) and marker.is_file():
+            if json.loads(marker.read_text()) == settings:
+                continue  # the same seeds and settings give the same episodes: reuse them
         job = config.load_job(
             "collect",
             config.CollectJob,
@@ -138,17 +162,25 @@ def _labelled_stores(opts: RewardsBench, out: Path) -> tuple[Path, Path]:
             ],
         )
         collect(job, progress=False)
-        paths.append(path)
+        marker.write_text(json.dumps(settings))
     return paths[0], paths[1]
 
 
+def _has_episodes(path: Path, episodes: int) -> bool:
+    from robot_rl.data.store import EpisodeStore
+
+    if not (path / "zarr.json").is_file():
+        return False
+    store = EpisodeStore.open(path)
+    return store.n_episodes == episodes
+
+
 def _classifier_part(opts, train_store, test, out: Path, figures: dict) -> SuccessClassifier:
-    cfg = OmegaConf.to_object(
-        OmegaConf.merge(
-            OmegaConf.structured(ClassifierConfig),
-            {"image_key": f"image.{opts.camera}", "image_size": opts.image_size},
-            OmegaConf.from_dotlist(opts.classifier),
-        )
+    cfg = _settings(
+        "classifier",
+        {"image_key": f"image.{opts.camera}", "image_size": opts.image_size},
+        opts.classifier,
+        ClassifierConfig,
     )
     frames = load_labelled_frames(train_store, cfg.image_key, with_state=cfg.with_state)
     start = time.perf_counter()
@@ -169,13 +201,7 @@ def _classifier_part(opts, train_store, test, out: Path, figures: dict) -> Succe
 def _clip_part(opts, train_store, test, out: Path, figures: dict):
     from robot_rl.rewards.adapt import AdaptConfig, adapt_clip
 
-    cfg = OmegaConf.to_object(
-        OmegaConf.merge(
-            OmegaConf.structured(AdaptConfig),
-            {"image_key": f"image.{opts.camera}"},
-            OmegaConf.from_dotlist(opts.clip),
-        )
-    )
+    cfg = _settings("clip_adapt", {"image_key": f"image.{opts.camera}"}, opts.clip, AdaptConfig)
     start = time.perf_counter()
     reward, report = adapt_clip(train_store, cfg, out, progress=False)
     train_s = time.perf_counter() - start

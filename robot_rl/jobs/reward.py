@@ -90,7 +90,8 @@ def reward_job(overrides: list[str]) -> dict:
     ](job, out)
 
 
-def _settings(name: str, overrides: dict, schema):
+def reward_settings(name: str, overrides: dict, schema):
+    """configs/reward/<name>.yaml merged with ``overrides`` into the dataclass ``schema``."""
     path = config.config_dir() / "reward" / f"{name}.yaml"
     base = OmegaConf.load(path)
     base.pop("kind", None)
@@ -104,7 +105,7 @@ def _train(job: RewardJob, out: Path) -> dict:
     from robot_rl.rewards.frames import load_labelled_frames
     from robot_rl.rewards.metrics import auroc, precision_recall
 
-    cfg = _settings("classifier", job.classifier, ClassifierConfig)
+    cfg = reward_settings("classifier", job.classifier, ClassifierConfig)
     frames = load_labelled_frames(job.store, cfg.image_key, cfg.with_state, job.label)
     train, test = frames.split_episodes(job.test_fraction, seed=cfg.seed + 1)
     model = train_classifier(train, cfg, progress=job.progress)
@@ -124,7 +125,7 @@ def _train(job: RewardJob, out: Path) -> dict:
 def _adapt(job: RewardJob, out: Path) -> dict:
     from robot_rl.rewards.adapt import AdaptConfig, adapt_clip
 
-    cfg = _settings("clip_adapt", job.clip, AdaptConfig)
+    cfg = reward_settings("clip_adapt", job.clip, AdaptConfig)
     _, report = adapt_clip(job.store, cfg, out, progress=job.progress)
     return report
 
@@ -132,7 +133,7 @@ def _adapt(job: RewardJob, out: Path) -> dict:
 def _vlm(job: RewardJob, out: Path) -> dict:
     from robot_rl.rewards.clip import ClipConfig, ClipReward
 
-    reward = ClipReward(_settings("vlm_rm", job.vlm, ClipConfig))
+    reward = ClipReward(reward_settings("vlm_rm", job.vlm, ClipConfig))
     reward.save(out, with_weights=False)
     return {"checkpoint": str(out), "model": reward.cfg.model, "pretrained": reward.cfg.pretrained}
 
