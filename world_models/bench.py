@@ -112,12 +112,15 @@ def _state_part(opts: WorldModelBench, out: Path) -> dict:
         starts = StartStates.from_store(store, base.n_obs_steps)
         print(f"[bench world_model] base: real and imagined success, horizon {horizon}", flush=True)
         base_eval = evaluate(base, task, opts.eval_episodes, 16, EVAL_SEED, progress=False)
+        job = _improve_job(opts)
+        belief = _belief(job.env)
         base_imagined = evaluate_in_model(
-            base, model, starts, opts.imagined_episodes, horizon, seed=EVAL_SEED
+            base, model, starts, opts.imagined_episodes, horizon, seed=EVAL_SEED, **belief
         )
         runs = [
             _seed_run(
                 opts,
+                job,
                 seed,
                 task,
                 base,
@@ -224,16 +227,25 @@ def _train_model(opts, store: Path, out: Path):
     return run_dir / "model", model, train, fidelity
 
 
-def _seed_run(
-    opts, seed, task, base, obs_dim, model, model_dir, starts, horizon, base_success, out
-) -> dict:
-    job = config.load_job(
+def _improve_job(opts: WorldModelBench):
+    return config.load_job(
         "improve",
         config.ImproveJob,
         [f"task={opts.task}", "env=imagination"]
         + [f"env.{o}" for o in opts.env]
         + [f"improver.{o}" for o in opts.improver],
     )
+
+
+def _belief(env: dict) -> dict:
+    """The imagination settings that shape what the model believes (used to evaluate in it)."""
+    keys = ("member", "success_rule", "noise_scale")
+    return {k: env[k] for k in keys if k in env}
+
+
+def _seed_run(
+    opts, job, seed, task, base, obs_dim, model, model_dir, starts, horizon, base_success, out
+) -> dict:
     cfg = replace(
         dsrl_config(job.improver), seed=seed, env_steps=opts.env_steps, eval_every=opts.env_steps
     )
@@ -260,7 +272,13 @@ def _seed_run(
     wall = time.perf_counter() - start
     imagined_steps = sum(env.env_steps for env in factory.built)
     imagined = evaluate_in_model(
-        learner.policy, model, starts, opts.imagined_episodes, horizon, seed=EVAL_SEED
+        learner.policy,
+        model,
+        starts,
+        opts.imagined_episodes,
+        horizon,
+        seed=EVAL_SEED,
+        **_belief(job.env),
     )
     real = evaluate(learner.policy, task, opts.eval_episodes, 16, EVAL_SEED, progress=False)
     return {

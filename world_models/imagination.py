@@ -13,7 +13,9 @@ chunks per step, same-step autoreset), so DSRL runs in it unchanged::
         info     = chunk_steps, is_success, disagreement, diverged; final_obs / final_info of
                    ended episodes, whose next episode starts at once (same-step autoreset)
 
-With ``success_rule="all"`` a step succeeds only where the heads call every member's
+Each step adds Gaussian noise with the model's residual std (``noise_scale`` times it): a
+deterministic model predicts the average outcome, a world smoother and kinder than the real
+one. With ``success_rule="all"`` a step succeeds only where the heads call every member's
 prediction a success: the model claims no success that its members dispute.
 
 ``disagreement`` is the members' standard deviation of the predicted next state in the
@@ -44,6 +46,9 @@ from world_models.state_model import StateWorldModel, load_state_model
 from world_models.train import load_frames
 
 REWARDS = ("sparse", "model")
+MEMBERS = ("mean", "random", "episode")
+"""which prediction an imagined step follows: the members' mean, a random member per step, or
+one member per episode (drawn at its start: each episode a plausible world of its own)"""
 
 
 @dataclass
@@ -93,6 +98,7 @@ class ImaginationEnv(VectorEnv):
         member: str = "mean",
         divergence_margin: float = 3.0,
         success_rule: str = "mean",
+        noise_scale: float = 1.0,
         seed: int = 0,
     ):
         if horizon < 1:
@@ -108,8 +114,8 @@ class ImaginationEnv(VectorEnv):
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         if success_rule not in ("mean", "all"):
             raise ValueError(f"success_rule must be 'mean' or 'all', got {success_rule!r}")
-        if member not in ("mean", "random"):
-            raise ValueError(f"member must be 'mean' or 'random', got {member!r}")
+        if member not in MEMBERS:
+            raise ValueError(f"member must be one of {MEMBERS}, got {member!r}")
         if penalty < 0 or not 0.0 <= initial_fraction <= 1.0 or not 0.0 < gamma <= 1.0:
             raise ValueError(
                 f"need penalty >= 0, initial_fraction in [0, 1], gamma in (0, 1]; got "
@@ -126,6 +132,9 @@ class ImaginationEnv(VectorEnv):
         self.gamma, self.penalty, self.reward_kind = gamma, penalty, reward
         self.initial_fraction, self.member = initial_fraction, member
         self.success_rule = success_rule
+        if noise_scale < 0:
+            raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
+        self.noise_scale = noise_scale
         n_obs = starts.history.shape[1]
         self.single_observation_space = spaces.Dict(
             {keys.STATE: spaces.Box(-np.inf, np.inf, (n_obs, d), np.float32)}
@@ -142,6 +151,7 @@ class ImaginationEnv(VectorEnv):
         self._gen = torch.Generator().manual_seed(seed)
         self._history = np.zeros((num_envs, n_obs, d), np.float32)
         self._elapsed = np.zeros(num_envs, np.int64)
+        self._member = np.zeros(num_envs, np.int64)
         self.env_steps = 0
         """model steps taken, over all environments"""
         self.episodes = 0
@@ -208,8 +218,12 @@ class ImaginationEnv(VectorEnv):
     def _model_step(self, state: np.ndarray, action: np.ndarray) -> dict[str, np.ndarray]:
         s, a = torch.from_numpy(state), torch.from_numpy(action)
         members = self.model.next(s, a)  # [E, n, D]
-        if self.member == "random":
-            pick = torch.randint(members.shape[0], (s.shape[0],), generator=self._gen)
+        if self.member in ("random", "episode"):
+            pick = (
+                torch.from_numpy(self._member)
+                if self.member == "episode"
+                else torch.randint(members.shape[0], (s.shape[0],), generator=self._gen)
+            )
             nxt = members[pick, torch.arange(s.shape[0])]
         else:
             nxt = members.mean(dim=0)
@@ -219,6 +233,9 @@ class ImaginationEnv(VectorEnv):
             else torch.zeros_like(nxt)
         )
         disagreement = spread.pow(2).mean(dim=-1).sqrt()
+        if self.noise_scale > 0:  # the model's aleatoric spread (fit_residual_std)
+            noise = torch.randn(nxt.shape, generator=self._gen)
+            nxt = nxt + self.noise_scale * self.model.residual_std * noise
         finite = torch.isfinite(nxt).all(dim=-1) & torch.isfinite(disagreement)
         inside = ((nxt >= self._low) & (nxt <= self._high)).all(dim=-1)
         safe = torch.where(finite[:, None], nxt, s)
@@ -269,6 +286,7 @@ class ImaginationEnv(VectorEnv):
             chosen[use] = self._initial_index[pick]
         self._history[index] = self.starts.history[chosen]
         self._elapsed[index] = 0
+        self._member[index] = self._rng.integers(self.model.cfg.ensemble, size=n)
 
     def _obs(self) -> dict[str, np.ndarray]:
         return {keys.STATE: self._history.copy()}
@@ -356,6 +374,7 @@ def evaluate_in_model(
     seed: int = 0,
     member: str = "mean",
     success_rule: str = "mean",
+    noise_scale: float = 1.0,
 ) -> dict:
     """What the model believes: ``policy``'s success rate over ``episodes`` imagined episodes
     from the store's initial states, ``horizon`` model steps each (the real task's episode
@@ -374,6 +393,7 @@ def evaluate_in_model(
         initial_fraction=1.0,
         member=member,
         success_rule=success_rule,
+        noise_scale=noise_scale,
         seed=seed,
     )
     quota = np.full(n_envs, episodes // n_envs)

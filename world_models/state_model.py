@@ -33,8 +33,8 @@ from torch import nn
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
-OPTIONAL_BUFFERS = ("success_threshold", "terminated_threshold")
-"""absent from the first checkpoints: logit 0 (probability 0.5), as those models used"""
+OPTIONAL_BUFFERS = {"success_threshold": (), "terminated_threshold": (), "residual_std": None}
+"""absent from the first checkpoints: logit 0 (probability 0.5) and no noise, as those used"""
 
 
 @dataclass
@@ -142,6 +142,9 @@ class StateWorldModel(nn.Module):
         # logit thresholds of the success / termination calls, calibrated after training
         self.register_buffer("success_threshold", torch.zeros(()))
         self.register_buffer("terminated_threshold", torch.zeros(()))
+        # std of the real next state around the members' mean prediction (training steps):
+        # the noise that the imagination samples, so that it is not the smoothed average world
+        self.register_buffer("residual_std", torch.zeros(d))
         self.dynamics = _ensemble_mlp(cfg.ensemble, d + a, cfg.hidden_dims, d)
         # outputs: reward, success logit, terminated logit
         self.heads = _mlp(2 * d + a, cfg.head_hidden_dims, 3)
@@ -252,8 +255,8 @@ def load_state_model(
     if not weights.is_file():
         raise FileNotFoundError(f"world model checkpoint {path} has no {WEIGHTS_FILE}")
     tensors = load_file(str(weights), device=device)
-    for name in OPTIONAL_BUFFERS:  # checkpoints written before thresholds were calibrated
-        tensors.setdefault(name, torch.zeros(()))
+    for name, shape in OPTIONAL_BUFFERS.items():  # checkpoints older than these buffers
+        tensors.setdefault(name, torch.zeros(shape if shape is not None else (cfg.state_dim,)))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:

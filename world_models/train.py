@@ -182,6 +182,7 @@ def train_state_model(
     losses.update(_fit_heads(model, tensors, cfg, pos_weight, gen, writer, progress))
     if len(held_eps):
         calibrate_thresholds(model, frames.select(held_eps))
+    fit_residual_std(model, data)
     wall = time.perf_counter() - start_time
     if writer:
         writer.close()
@@ -309,3 +310,18 @@ def calibrate_thresholds(model: StateWorldModel, held: Frames) -> None:
         if 0 < positives < len(labels):
             ranked = logit.sort(descending=True).values
             buffer.fill_(float(0.5 * (ranked[positives - 1] + ranked[positives])))
+
+
+@torch.no_grad()
+def fit_residual_std(model: StateWorldModel, data: Frames) -> None:
+    """Per-feature std of the stored next state around the members' mean one-step prediction,
+    on the training steps. A deterministic model regresses to the average outcome (a box that
+    in reality sometimes slips off the pusher always slides straight in it), which makes the
+    imagination optimistic; the imagination samples this noise to keep the spread."""
+    _, valid = _one_step_deltas(data)
+    index = torch.from_numpy(np.flatnonzero(valid))
+    s, a = torch.from_numpy(data.state), torch.from_numpy(data.action)
+    residuals = torch.cat(
+        [s[i + 1] - model.next(s[i], a[i]).mean(dim=0) for i in index.split(8192)]
+    )
+    model.residual_std.copy_(residuals.std(dim=0))

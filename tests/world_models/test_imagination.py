@@ -141,3 +141,20 @@ def test_success_needs_every_member_under_the_all_rule(toy_model, starts):
     assert by_hand.any() and not by_hand.all()  # from x in [-0.2, 1): some starts succeed
     with pytest.raises(ValueError, match="success_rule"):
         ImaginationEnv(model, starts, 2, 2, success_rule="any")
+
+
+def test_residual_noise_spreads_imagined_states(toy_model, starts):
+    model = toy_model[0]
+    assert (model.residual_std > 0).all()  # fitted on the training steps
+    chunk = np.full((8, 2, 1), 0.5, np.float32)
+    finals = {}
+    for scale in (0.0, 1.0):
+        env = ImaginationEnv(model, starts, 8, 2, horizon=20, noise_scale=scale, seed=2)
+        obs, _ = env.reset(seed=2)
+        obs[keys.STATE][:] = obs[keys.STATE][:1]  # every environment from the same start
+        env._history[:] = obs[keys.STATE]
+        finals[scale] = env.step(chunk)[0][keys.STATE][:, -1]
+    assert np.allclose(finals[0.0], finals[0.0][:1])  # the mean world: identical
+    assert finals[1.0][:, 0].std() > 0  # with the model's noise: a spread
+    with pytest.raises(ValueError, match="noise_scale"):
+        ImaginationEnv(model, starts, 2, 2, noise_scale=-1.0)
