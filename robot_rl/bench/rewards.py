@@ -47,7 +47,8 @@ class RewardsBench:
     image_size: int = 84
     """pixels per side (the task's default)"""
     parts: list[str] = field(default_factory=lambda: list(PARTS))
-    """parts to run: classifier, clip, throughput, dsrl (dsrl needs the classifier)"""
+    """parts to run: classifier, clip, throughput, dsrl (dsrl and throughput use the classifier
+    in ``out`` when the classifier part is not run, training it only if there is none)"""
     train_episodes: int = 200
     """labelled expert episodes for training (incl. the classifier's calibration episodes)"""
     test_episodes: int = 60
@@ -99,10 +100,11 @@ def run(overrides: list[str]) -> dict:
         "test_positive": int(test.labels.sum()),
     }
     classifier = None
-    if {"classifier", "dsrl"} & set(opts.parts):
+    trained = (out / "classifier" / "reward_model.json").is_file()
+    if "classifier" in opts.parts or ("dsrl" in opts.parts and not trained):
         classifier = _classifier_part(opts, train_store, test, out / "classifier", figures)
-    elif "throughput" in opts.parts and (out / "classifier" / "reward_model.json").is_file():
-        classifier = SuccessClassifier.load(out / "classifier")  # timed, not trained again
+    elif {"dsrl", "throughput"} & set(opts.parts):
+        classifier = SuccessClassifier.load(out / "classifier")  # used, not trained again
     clip_model = None
     if "clip" in opts.parts:
         clip_model = _clip_part(opts, train_store, test, out / "clip", figures)
