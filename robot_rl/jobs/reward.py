@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,8 @@ def _train(job: RewardJob, out: Path) -> dict:
     cfg = reward_settings("classifier", job.classifier, ClassifierConfig)
     frames = load_labelled_frames(job.store, cfg.image_key, cfg.with_state, job.label)
     train, test = frames.split_episodes(job.test_fraction, seed=cfg.seed + 1)
-    model = train_classifier(train, cfg, progress=job.progress)
+    with _tensorboard(out) as writer:
+        model = train_classifier(train, cfg, progress=job.progress, writer=writer)
     obs = {cfg.image_key: test.images}
     if cfg.with_state:
         obs[keys.STATE] = test.states
@@ -126,8 +128,22 @@ def _adapt(job: RewardJob, out: Path) -> dict:
     from robot_rl.rewards.adapt import AdaptConfig, adapt_clip
 
     cfg = reward_settings("clip_adapt", job.clip, AdaptConfig)
-    _, report = adapt_clip(job.store, cfg, out, progress=job.progress)
+    with _tensorboard(out) as writer:
+        _, report = adapt_clip(job.store, cfg, out, progress=job.progress, writer=writer)
     return report
+
+
+@contextmanager
+def _tensorboard(out: Path):
+    """TensorBoard scalars beside the checkpoint folder (``<out>_tb``): the folder itself is
+    replaced whole when the checkpoint is written."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out.with_name(out.name + "_tb")))
+    try:
+        yield writer
+    finally:
+        writer.close()
 
 
 def _vlm(job: RewardJob, out: Path) -> dict:

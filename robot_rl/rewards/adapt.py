@@ -83,7 +83,11 @@ class AdaptConfig:
 
 
 def adapt_clip(
-    store: str | Path, cfg: AdaptConfig, out: str | Path | None = None, progress: bool = True
+    store: str | Path,
+    cfg: AdaptConfig,
+    out: str | Path | None = None,
+    progress: bool = True,
+    writer=None,
 ) -> tuple[ClipReward, dict]:
     """Fine-tune on ``store``'s frames; returns the VLM-RM reward on the adapted model and a
     report (loss, captions, training AUROC). With ``out``, saves it as a checkpoint folder."""
@@ -115,7 +119,7 @@ def adapt_clip(
     pos, neg = np.flatnonzero(frames.labels), np.flatnonzero(~frames.labels)
     half, losses = cfg.batch_size // 2, []
     model.train()
-    for _ in tqdm(range(cfg.steps), desc="adapt clip", disable=not progress):
+    for step in tqdm(range(cfg.steps), desc="adapt clip", disable=not progress):
         idx = np.concatenate([rng.choice(pos, half), rng.choice(neg, cfg.batch_size - half)])
         images = reward.preprocess(random_shift(frames.images[idx], cfg.shift, rng))
         image_features, text_features, scale = model(images, tokens[caption_index[idx]])[:3]
@@ -125,6 +129,8 @@ def adapt_clip(
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if writer is not None and step % 20 == 0:
+            writer.add_scalar("clip/contrastive_loss", losses[-1], step)
     model.eval()
     reward = ClipReward(clip_cfg, model, tokenizer, model_cfg)  # g, b from the adapted towers
     sample = rng.choice(len(frames), min(len(frames), 2000), replace=False)
