@@ -11,12 +11,13 @@ TOY_ID = "robot_rl_test/ToyReach-v0"
 
 
 class ToyReach(gym.Env):
-    """A point on a line moves by 0.25 * action per step and must reach x >= 1."""
+    """A point on a line moves by 0.25 * action per step and must reach x >= 1. Its reward is
+    1 on success (``reward_type="sparse"``), or shaped 0.5 * x below the goal (``"dense"``)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, render_mode=None):
-        self.render_mode = render_mode
+    def __init__(self, render_mode=None, reward_type="sparse"):
+        self.render_mode, self.reward_type = render_mode, reward_type
         self.observation_space = spaces.Dict({"state": spaces.Box(-5, 5, (2,), np.float32)})
         self.action_space = spaces.Box(-1, 1, (1,), np.float32)
 
@@ -30,7 +31,8 @@ class ToyReach(gym.Env):
         self.x += 0.25 * float(action[0])
         self.t += 1
         success = self.x >= 1.0
-        return self._obs(), float(success), success, False, {"is_success": success}
+        reward = float(success) if self.reward_type == "sparse" or success else 0.5 * self.x
+        return self._obs(), reward, success, False, {"is_success": success}
 
     def render(self):
         frame = np.zeros((16, 16, 3), np.uint8)

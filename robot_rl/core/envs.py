@@ -87,6 +87,34 @@ def _stack_space(space: spaces.Space, n: int) -> spaces.Box:
     return spaces.Box(np.stack([low] * n), np.stack([high] * n), dtype=space.dtype)
 
 
+class ProgressReward(gym.Wrapper):
+    """Success bonus plus progress: ``r = 1[success] + d(s') - d(s)``, where ``d`` is the
+    task's shaped (dense) reward, a function of the state, used as a potential.
+
+    Moving the object towards the goal earns, moving it away costs, hovering earns nothing, so
+    an episode sums to ``1[success] + d(s_T) - d(s_1)`` and finishing always dominates (a
+    shaped reward paid every step can pay more for hovering near the goal than for reaching
+    it when success ends the episode). Wrap an environment made with ``reward_type="dense"``;
+    the shaped reward stays in ``info["task_reward"]``."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._last: float | None = None
+
+    def reset(self, **kwargs):
+        self._last = None
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, shaped, terminated, truncated, info = self.env.step(action)
+        shaped = float(shaped)
+        progress = 0.0 if self._last is None else shaped - self._last
+        self._last = shaped
+        info = {**info, "task_reward": shaped}
+        reward = float(bool(info.get(keys.IS_SUCCESS, False))) + progress
+        return obs, reward, terminated, truncated, info
+
+
 class ChunkedEnv(gym.Wrapper):
     """Executes a whole action chunk ``[Ta, A]`` per step, stopping early at termination or
     truncation. Returns the chunk's discounted reward ``sum_i gamma^i r_i``; the info carries

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -43,9 +45,18 @@ class EvalResult:
         return out
 
 
-def make_policy_env(task: TaskConfig, policy: ChunkPolicy, gamma: float = 1.0, **env_overrides):
-    """One environment as a chunk policy sees it: history of To observations, Ta-step chunks."""
+def make_policy_env(
+    task: TaskConfig,
+    policy: ChunkPolicy,
+    gamma: float = 1.0,
+    reward: Callable[[gym.Env], gym.Env] | None = None,
+    **env_overrides,
+):
+    """One environment as a chunk policy sees it: history of To observations, Ta-step chunks.
+    ``reward`` wraps the per-step environment first (e.g. :class:`ProgressReward`)."""
     env = make_env(task, **env_overrides)
+    if reward is not None:
+        env = reward(env)
     return ChunkedEnv(ObservationHistory(env, policy.n_obs_steps), policy.n_action_steps, gamma)
 
 

@@ -44,9 +44,11 @@ class DSRLConfig:
     gamma: float = 0.99
     """per-step discount; a chunk of k steps is discounted by gamma^k"""
     reward_type: str | None = "sparse"
-    """task reward the learner sees: 'sparse' (1 on success, as on a real robot), 'dense', or
-    None for the task's own setting. Shaped per-step rewards with termination on success can
-    pay more for hovering near the goal than for reaching it, so sparse is the default"""
+    """task reward the learner sees: 'sparse' (1 on success, as on a real robot), 'dense',
+    'progress' (1 on success plus the change of the task's shaped reward, see
+    :class:`robot_rl.core.envs.ProgressReward`), or None for the task's own setting. Shaped
+    per-step rewards with termination on success can pay more for hovering near the goal than
+    for reaching it; 'progress' cannot"""
     sac: SACConfig = field(
         default_factory=lambda: SACConfig(hidden_dims=(256, 256), init_alpha=1e-3)
     )
@@ -80,6 +82,11 @@ class DSRLConfig:
         if not self.noise_bound > 0:
             raise ValueError(
                 f"noise_bound must be > 0, got {self.noise_bound}; 1.5 is a good default"
+            )
+        if self.reward_type not in (None, "sparse", "dense", "progress"):
+            raise ValueError(
+                "reward_type must be 'sparse', 'dense', 'progress' or None, "
+                f"got {self.reward_type!r}"
             )
         if self.n_action_steps is not None and self.n_action_steps < 1:
             raise ValueError(f"n_action_steps must be >= 1 or None, got {self.n_action_steps}")

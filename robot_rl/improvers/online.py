@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from robot_rl.core import keys
-from robot_rl.core.envs import final_observation, make_vector_env, step_info
+from robot_rl.core.envs import ProgressReward, final_observation, make_vector_env, step_info
 from robot_rl.core.task import TaskConfig
 from robot_rl.eval.media import plot_curve
 from robot_rl.eval.rollout import evaluate, make_policy_env
@@ -78,8 +78,10 @@ def train_dsrl(
     steered policy's evaluation history ``out/history.json`` and a resumable checkpoint
     ``out/checkpoint`` written after every evaluation (the last good one survives a crash)."""
     cfg = learner.cfg
+    reward = ProgressReward if cfg.reward_type == "progress" else None
     if cfg.reward_type is not None:
-        task = replace(task, env_kwargs={**task.env_kwargs, "reward_type": cfg.reward_type})
+        env_reward = "dense" if reward else cfg.reward_type  # progress is made of the shaped one
+        task = replace(task, env_kwargs={**task.env_kwargs, "reward_type": env_reward})
     out = Path(out) if out else None
     writer = _writer(out)
     replay = ReplayBuffer(
@@ -94,7 +96,7 @@ def train_dsrl(
         history.base_ci95 = list(base_eval.success_ci95)
     if train_env is None:
         env = make_vector_env(
-            [lambda: make_policy_env(task, learner.policy, gamma=cfg.gamma)] * cfg.n_envs
+            [lambda: make_policy_env(task, learner.policy, cfg.gamma, reward)] * cfg.n_envs
         )
     else:
         env = train_env(cfg.n_envs)

@@ -1,3 +1,4 @@
+import gymnasium as gym
 import numpy as np
 import pytest
 from toys import ConstantPolicy
@@ -6,6 +7,7 @@ from robot_rl.core import keys
 from robot_rl.core.envs import (
     ChunkedEnv,
     ObservationHistory,
+    ProgressReward,
     final_observation,
     make_vector_env,
     step_info,
@@ -88,3 +90,39 @@ def test_constant_policy_act_slices_the_chunk():
     policy = ConstantPolicy(0.5, horizon=6, n_action_steps=2)
     chunk = policy.act({"state": np.zeros((3, 2, 2), np.float32)})
     assert chunk.shape == (3, 2, 1)
+
+
+class _ShapedLine(gym.Env):
+    """x moves by the action; shaped reward 0.5 * x below the goal at x >= 1, 1.0 on it."""
+
+    observation_space = gym.spaces.Dict({"state": gym.spaces.Box(-5, 5, (1,), np.float32)})
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        self.x = 0.0
+        return {"state": np.array([self.x], np.float32)}, {"is_success": False}
+
+    def step(self, action):
+        self.x += float(action[0])
+        success = self.x >= 1.0
+        shaped = 1.0 if success else 0.5 * self.x
+        return (
+            {"state": np.array([self.x], np.float32)},
+            shaped,
+            success,
+            False,
+            {"is_success": success},
+        )
+
+
+def test_progress_reward_pays_the_change_of_the_shaped_reward_plus_success():
+    env = ProgressReward(_ShapedLine())
+    env.reset()
+    steps = [env.step(np.array([a], np.float32)) for a in (0.4, 0.0, -0.2, 0.8)]
+    rewards = [s[1] for s in steps]
+    # first step: no earlier shaped value to compare with; then hover 0, retreat costs
+    np.testing.assert_allclose(rewards[:3], [0.0, 0.0, -0.1])
+    assert steps[3][2] and rewards[3] == pytest.approx(1.0 + (1.0 - 0.1))  # success + progress
+    assert steps[2][4]["task_reward"] == pytest.approx(0.1)
+    env.reset()  # a new episode forgets the last shaped value
+    assert env.step(np.array([0.2], np.float32))[1] == 0.0

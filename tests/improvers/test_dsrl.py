@@ -171,3 +171,16 @@ def test_shorter_chunks_are_executed_and_saved_with_the_steered_policy(toy_task,
         DSRL(base, OBS_DIM, _cfg("sac", n_action_steps=base.horizon + 1))
     with pytest.raises(ValueError, match="n_action_steps must be >= 1"):
         _cfg("sac", n_action_steps=0)
+
+
+def test_progress_reward_type_is_checked_and_trains(toy_task):
+    with pytest.raises(ValueError, match="reward_type must be"):
+        _cfg("sac", reward_type="shaped")
+    learner = DSRL(ToySteerable(), OBS_DIM, _cfg("sac", env_steps=120, reward_type="progress"))
+    seen = []
+    update = learner.update
+    learner.update = lambda batch: seen.append(batch["reward"]) or update(batch)
+    history = train_dsrl(learner, toy_task, progress=False, base_success=0.0)
+    assert history.updates > 0
+    # the shaped toy pays for moving back as well as forth; sparse rewards are never negative
+    assert (torch.cat(seen) < 0).any()
