@@ -320,6 +320,13 @@ class ImaginationEnvFactory:
             raise FileNotFoundError(
                 f"world model {path}: its store {store!r} is missing; pass env.store=PATH"
             )
+        with EpisodeStore.open(store) as handle:
+            if handle.meta.get("task") != self.model.cfg.task:
+                raise ValueError(
+                    f"start-state store {store} holds task {handle.meta.get('task')!r}, the "
+                    f"world model {path} is of {self.model.cfg.task!r}; pass env.store=PATH "
+                    "of a store of the model's task"
+                )
         check_policy_reads_state(policy, self.model)
         self.policy, self.gamma, self.env_kwargs = policy, gamma, env_kwargs
         ImaginationEnv(

@@ -158,3 +158,14 @@ def test_residual_noise_spreads_imagined_states(toy_model, starts):
     assert finals[1.0][:, 0].std() > 0  # with the model's noise: a spread
     with pytest.raises(ValueError, match="noise_scale"):
         ImaginationEnv(model, starts, 2, 2, noise_scale=-1.0)
+
+
+def test_factory_refuses_start_states_of_another_task(toy_model, tmp_path):
+    from robot_rl.data import EpisodeStore
+
+    _, _, out = toy_model
+    other = tmp_path / "other.zarr"
+    with EpisodeStore.create(other, task="lift", fps=10, source="test", robot="sim") as store:
+        store.append_episode({"state": np.zeros((3, 2), np.float32)})
+    with pytest.raises(ValueError, match="holds task 'lift', the world model .* of 'toy'"):
+        ImaginationEnvFactory("toy", ToySteerable(), str(out / "model"), store=str(other))
