@@ -34,8 +34,6 @@ POSITIONALS: dict[str, tuple[str, ...]] = {
 
 def _runner(job: str) -> Callable[[list[str]], dict]:
     def run(overrides: list[str]) -> dict:
-        if job in ("eval", "serve"):  # let load_policy read offline-improved policy folders
-            import robot_rl.offline.policies  # noqa: F401
         if job == "collect":
             from robot_rl.jobs.collect import collect
 

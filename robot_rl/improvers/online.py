@@ -50,6 +50,13 @@ class History:
     updates: int = 0
     update_wall_s: float = 0.0
 
+    def record(self, env_steps: int, result, wall_s: float) -> None:
+        """Appends one evaluation (an :class:`~robot_rl.eval.rollout.EvalResult`)."""
+        self.env_steps.append(env_steps)
+        self.success.append(result.success_rate)
+        self.ci95.append(list(result.success_ci95))
+        self.wall_s.append(wall_s)
+
     def steps_to(self, threshold: float) -> int | None:
         """First evaluated env-step count at which success >= threshold."""
         return next(
@@ -161,10 +168,7 @@ def _evaluate(policy, task: TaskConfig, cfg):
 
 
 def _record(history: History, env_steps: int, result, wall_s: float, writer) -> None:
-    history.env_steps.append(env_steps)
-    history.success.append(result.success_rate)
-    history.ci95.append(list(result.success_ci95))
-    history.wall_s.append(wall_s)
+    history.record(env_steps, result, wall_s)
     if writer:
         writer.add_scalar("eval/success_rate", result.success_rate, env_steps)
         writer.add_scalar("eval/mean_return", result.mean_return, env_steps)

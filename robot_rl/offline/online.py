@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -27,6 +27,7 @@ from robot_rl.core import keys
 from robot_rl.core.envs import final_observation, make_vector_env, step_info
 from robot_rl.core.task import TaskConfig
 from robot_rl.eval.rollout import evaluate, make_policy_env
+from robot_rl.improvers.online import History
 from robot_rl.improvers.steered import flat_state
 from robot_rl.offline.config import OnlineConfig
 from robot_rl.offline.critic import ChunkCritic
@@ -40,17 +41,6 @@ from robot_rl.rl.state import (
     optimizer_tensors,
     save_training_state,
 )
-
-
-@dataclass
-class OnlineHistory:
-    """Evaluations during online fine-tuning."""
-
-    env_steps: list[int] = field(default_factory=list)
-    success: list[float] = field(default_factory=list)
-    ci95: list[list[float]] = field(default_factory=list)
-    wall_s: list[float] = field(default_factory=list)
-    updates: int = 0
 
 
 def online_task(task: TaskConfig, reward: str | None) -> TaskConfig:
@@ -79,7 +69,7 @@ def train_online(
     resume: bool = True,
     progress: bool = True,
     writer=None,
-) -> OnlineHistory:
+) -> History:
     """Runs ``cfg.env_steps`` online env steps; evaluations on ``task`` every
     ``cfg.eval_every`` steps and at the end.
 
@@ -89,7 +79,7 @@ def train_online(
     the task's own; a reward model needs ``train_env``). With ``out``, a checkpoint is written
     after every evaluation and picked up again when ``resume``."""
     replay = OnlineBatches(critic.obs_dim, critic.chunk_dim, samples, cfg.replay_capacity)
-    history, env_steps = OnlineHistory(), 0
+    history, env_steps = History(), 0
     ckpt = out / "online_checkpoint" if out else None
     if ckpt and resume and ckpt.exists():
         history, env_steps = _load(critic, expo, replay, ckpt)
@@ -137,10 +127,7 @@ def train_online(
                         writer.add_scalar(f"online/{k}", v, env_steps)
             if env_steps >= next_eval or env_steps >= cfg.env_steps:
                 result = evaluate(policy, task, eval_episodes, 16, eval_seed, progress=False)
-                history.env_steps.append(env_steps)
-                history.success.append(result.success_rate)
-                history.ci95.append(list(result.success_ci95))
-                history.wall_s.append(time.perf_counter() - start)
+                history.record(env_steps, result, time.perf_counter() - start)
                 bar.set_postfix(success=f"{result.success_rate:.2f}")
                 if writer is not None:
                     writer.add_scalar("online/success_rate", result.success_rate, env_steps)
@@ -202,7 +189,7 @@ def _save(critic, expo, replay: OnlineBatches, history, env_steps: int, folder: 
     save_training_state(folder, tensors, meta)
 
 
-def _load(critic, expo, replay: OnlineBatches, folder: Path) -> tuple[OnlineHistory, int]:
+def _load(critic, expo, replay: OnlineBatches, folder: Path) -> tuple[History, int]:
     tensors, meta = load_training_state(folder)
     mods, opts = _modules(critic, expo)
     for name, mod in mods.items():
@@ -214,4 +201,4 @@ def _load(critic, expo, replay: OnlineBatches, folder: Path) -> tuple[OnlineHist
         load_optimizer(name, opt, tensors, meta["optimizers"][name])
     replay.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("replay/")})
     critic.updates = int(meta["critic_updates"])
-    return OnlineHistory(**meta["history"]), int(meta["env_steps"])
+    return History(**meta["history"]), int(meta["env_steps"])

@@ -269,14 +269,3 @@ def _load(file: Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise FileNotFoundError(f"{file} is missing: the policy folder is incomplete")
     return load_file(str(file))
-
-
-def register() -> None:
-    """Make ``load_policy`` read these folders (composite policies have named loaders)."""
-    for name in (BestOfNPolicy.policy_class, ExpoPolicy.policy_class):
-        policy_checkpoint.COMPOSITE_LOADERS.setdefault(
-            name, "robot_rl.offline.policies.load_offline_policy"
-        )
-
-
-register()

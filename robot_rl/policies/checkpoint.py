@@ -157,7 +157,11 @@ def load_policy(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
 
 # Policies built from other checkpoints (a steered policy references its base by path) have
 # their own loader, named by dotted path so that this module imports none of them.
-COMPOSITE_LOADERS = {"SteeredPolicy": "robot_rl.improvers.steered.load_steered"}
+COMPOSITE_LOADERS = {
+    "SteeredPolicy": "robot_rl.improvers.steered.load_steered",
+    "BestOfNPolicy": "robot_rl.offline.policies.load_offline_policy",
+    "ExpoPolicy": "robot_rl.offline.policies.load_offline_policy",
+}
 
 
 def _load_composite(path: Path, device: str):
