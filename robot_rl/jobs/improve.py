@@ -56,6 +56,23 @@ def check_base_matches_task(base, task: TaskConfig) -> int:
     return base.n_obs_steps * int(np.prod(obs_space["state"].shape))
 
 
+def training_env(job: ImproveJob, task: TaskConfig, policy, gamma: float):
+    """``job.env`` (e.g. ``env=imagination``: training transitions from a world model) as the
+    ``train_env(n_envs)`` factory online improvers take; None trains on the task itself."""
+    if job.env is None:
+        return None
+    from hydra.utils import instantiate
+
+    return instantiate(
+        job.env,
+        task=task,
+        policy=policy,
+        world_model=job.world_model,
+        gamma=gamma,
+        _convert_="all",
+    )
+
+
 def improve_job(job: ImproveJob) -> dict:
     if job.improver.get("kind") == "chunked_offline":
         from robot_rl.jobs.offline import chunked_offline_job
@@ -72,18 +89,8 @@ def improve_job(job: ImproveJob) -> dict:
     obs_dim = check_base_matches_task(base, task)
     out = Path(job.out)
     learner = DSRL(base, obs_dim, cfg)
-    train_env = None
-    if job.env is not None:  # e.g. env=imagination: training transitions from a world model
-        from hydra.utils import instantiate
-
-        train_env = instantiate(
-            job.env,
-            task=task,
-            policy=learner.policy,  # the steered policy: its chunk length and history
-            world_model=job.world_model,
-            gamma=cfg.gamma,
-            _convert_="all",
-        )
+    # the steered policy: its chunk length and history
+    train_env = training_env(job, task, learner.policy, cfg.gamma)
     history = train_dsrl(
         learner, task, out=out, resume=job.resume, progress=job.progress, train_env=train_env
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 from robot_rl.config import ImproveJob
 from robot_rl.eval.media import plot_curve, plot_success, record_video
 from robot_rl.eval.rollout import evaluate
-from robot_rl.jobs.improve import check_base_matches_task
+from robot_rl.jobs.improve import check_base_matches_task, training_env
 from robot_rl.offline.config import ChunkedOfflineConfig, from_dict
 from robot_rl.offline.online import train_online
 from robot_rl.offline.pipeline import ChunkedOffline
@@ -79,6 +79,7 @@ def _run(run: ChunkedOffline, job: ImproveJob, task, out: Path) -> dict:
             cfg.critic.samples,
             reward=cfg.reward,
             expo=expo,
+            train_env=training_env(job, task, policy, cfg.critic.gamma),
             eval_episodes=cfg.eval_episodes,
             eval_seed=cfg.eval_seed,
             seed=cfg.seed,
