@@ -30,9 +30,9 @@ from robot_rl.improvers.dsrl import DSRL
 from robot_rl.improvers.steered import flat_state
 from robot_rl.rl.replay import ReplayBuffer
 from robot_rl.rl.state import (
-    load_optimizer,
+    learner_tensors,
+    load_learner,
     load_training_state,
-    optimizer_tensors,
     save_training_state,
 )
 
@@ -183,20 +183,13 @@ def _writer(out: Path | None):
 
 
 def _save(learner: DSRL, replay: ReplayBuffer, history: History, env_steps: int, out: Path) -> None:
-    tensors = {
-        f"{name}/{k}": v
-        for name, mod in learner.modules().items()
-        for k, v in mod.state_dict().items()
-    }
+    tensors, opt_meta = learner_tensors(learner.modules(), learner.optimizers())
     meta = {
         "env_steps": env_steps,
         "history": history.__dict__,
-        "optimizers": {},
+        "optimizers": opt_meta,
         "updates": learner.sac.updates,
     }
-    for name, opt in learner.optimizers().items():
-        opt_tensors, meta["optimizers"][name] = optimizer_tensors(name, opt)
-        tensors.update(opt_tensors)
     tensors.update({f"replay/{k}": v for k, v in replay.state_dict().items()})
     save_training_state(out / "checkpoint", tensors, meta)
     (out / "history.json").write_text(json.dumps(history.__dict__, indent=2))
@@ -215,13 +208,7 @@ def _save(learner: DSRL, replay: ReplayBuffer, history: History, env_steps: int,
 
 def _load(learner: DSRL, replay: ReplayBuffer, folder: Path) -> tuple[History, int]:
     tensors, meta = load_training_state(folder)
-    for name, mod in learner.modules().items():
-        prefix = name + "/"
-        mod.load_state_dict(
-            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        )
-    for name, opt in learner.optimizers().items():
-        load_optimizer(name, opt, tensors, meta["optimizers"][name])
+    load_learner(tensors, meta["optimizers"], learner.modules(), learner.optimizers())
     replay.load_state_dict(
         {k[len("replay/") :]: v for k, v in tensors.items() if k.startswith("replay/")}
     )

@@ -36,9 +36,9 @@ from robot_rl.offline.expo import ExpoLearner
 from robot_rl.offline.policies import BestOfNPolicy
 from robot_rl.offline.replay import OfflineBatches, OnlineBatches, concat_batches
 from robot_rl.rl.state import (
-    load_optimizer,
+    learner_tensors,
+    load_learner,
     load_training_state,
-    optimizer_tensors,
     save_training_state,
 )
 
@@ -178,27 +178,16 @@ def _modules(critic: ChunkCritic, expo: ExpoLearner | None):
 
 
 def _save(critic, expo, replay: OnlineBatches, history, env_steps: int, folder: Path) -> None:
-    mods, opts = _modules(critic, expo)
-    tensors = {f"{n}/{k}": v for n, m in mods.items() for k, v in m.state_dict().items()}
-    meta = {"env_steps": env_steps, "history": history.__dict__, "optimizers": {}}
+    tensors, opt_meta = learner_tensors(*_modules(critic, expo))
+    meta = {"env_steps": env_steps, "history": history.__dict__, "optimizers": opt_meta}
     meta["critic_updates"] = critic.updates
-    for name, opt in opts.items():
-        opt_tensors, meta["optimizers"][name] = optimizer_tensors(name, opt)
-        tensors.update(opt_tensors)
     tensors.update({f"replay/{k}": v for k, v in replay.state_dict().items()})
     save_training_state(folder, tensors, meta)
 
 
 def _load(critic, expo, replay: OnlineBatches, folder: Path) -> tuple[History, int]:
     tensors, meta = load_training_state(folder)
-    mods, opts = _modules(critic, expo)
-    for name, mod in mods.items():
-        prefix = name + "/"
-        mod.load_state_dict(
-            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        )
-    for name, opt in opts.items():
-        load_optimizer(name, opt, tensors, meta["optimizers"][name])
+    load_learner(tensors, meta["optimizers"], *_modules(critic, expo))
     replay.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("replay/")})
     critic.updates = int(meta["critic_updates"])
     return History(**meta["history"]), int(meta["env_steps"])

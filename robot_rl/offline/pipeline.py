@@ -34,9 +34,9 @@ from robot_rl.offline.policies import BestOfNPolicy, ExpoPolicy
 from robot_rl.offline.qweighted import advantage_weights, q_weighted_finetune
 from robot_rl.offline.replay import OfflineBatches
 from robot_rl.rl.state import (
-    load_optimizer,
+    learner_tensors,
+    load_learner,
     load_training_state,
-    optimizer_tensors,
     save_training_state,
 )
 
@@ -248,21 +248,12 @@ def _writer(out: Path | None):
 
 
 def _save(mods: dict, opts: dict, meta: dict, folder: Path) -> None:
-    tensors = {f"{n}/{k}": v for n, m in mods.items() for k, v in m.state_dict().items()}
-    meta = {**meta, "optimizers": {}}
-    for name, opt in opts.items():
-        opt_tensors, meta["optimizers"][name] = optimizer_tensors(name, opt)
-        tensors.update(opt_tensors)
+    tensors, opt_meta = learner_tensors(mods, opts)
+    meta = {**meta, "optimizers": opt_meta}
     save_training_state(folder, tensors, json.loads(json.dumps(meta)))
 
 
 def _load(mods: dict, opts: dict, folder: Path) -> dict:
     tensors, meta = load_training_state(folder)
-    for name, mod in mods.items():
-        prefix = name + "/"
-        mod.load_state_dict(
-            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        )
-    for name, opt in opts.items():
-        load_optimizer(name, opt, tensors, meta["optimizers"][name])
+    load_learner(tensors, meta["optimizers"], mods, opts)
     return meta

@@ -34,6 +34,35 @@ def load_optimizer(
     opt.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
 
 
+def learner_tensors(
+    modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Named modules' weights (``name/param``) and optimisers' moments as tensors, plus the
+    optimisers' JSON part (for ``meta["optimizers"]``); :func:`load_learner` undoes it."""
+    tensors = {f"{n}/{k}": v for n, m in modules.items() for k, v in m.state_dict().items()}
+    opt_meta = {}
+    for name, opt in optimizers.items():
+        opt_tensors, opt_meta[name] = optimizer_tensors(name, opt)
+        tensors.update(opt_tensors)
+    return tensors, opt_meta
+
+
+def load_learner(
+    tensors: dict[str, torch.Tensor],
+    opt_meta: dict,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> None:
+    """Loads what :func:`learner_tensors` saved into the same named modules and optimisers."""
+    for name, mod in modules.items():
+        prefix = name + "/"
+        mod.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
+    for name, opt in optimizers.items():
+        load_optimizer(name, opt, tensors, opt_meta[name])
+
+
 def save_training_state(folder: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Write ``state.safetensors`` and ``state.json`` into ``folder`` atomically."""
     folder = Path(folder)
