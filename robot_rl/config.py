@@ -256,6 +256,9 @@ class ImproveJob:
     world_model: dict[str, Any] | None = None
     """world model group entry (``world_model=state``: ``path`` of its checkpoint), read by
     ``env=imagination``"""
+    runner: dict[str, Any] | None = None
+    """where experience is collected: None in this process; ``runner=ray``: Ray rollout workers
+    and a Ray learner (:class:`robot_rl.distributed.RayRunnerConfig`)"""
 
 
 @dataclass

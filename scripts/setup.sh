@@ -29,7 +29,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements/constraints.txt)
 "${PIP[@]}" torch==2.13.0
-"${PIP[@]}" -e ".[dev,robosuite,baselines,convert,clip]" 2>&1 | grep -v "^WARNING: Location" || true
+"${PIP[@]}" -e ".[dev,robosuite,baselines,convert,clip,ray]" 2>&1 | grep -v "^WARNING: Location" || true
 # LeRobot 0.4.4 pins torch<2.11 but works beside torch 2.13: install it without its deps, then
 # the runtime needs of its robot and motor-bus classes and its diffusion policy
 # (../shared/ENVIRONMENT.md).

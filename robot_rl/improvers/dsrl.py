@@ -41,6 +41,9 @@ class DSRLConfig:
     """env steps acting with the base policy (noise ~ N(0, I)) before any update"""
     n_envs: int = 8
     """vectorised training environments"""
+    async_envs: bool = False
+    """step the training environments in their own processes (gymnasium's AsyncVectorEnv, one
+    process per environment); the policy still runs batched in the learner's process"""
     gamma: float = 0.99
     """per-step discount; a chunk of k steps is discounted by gamma^k"""
     reward_type: str | None = "sparse"
@@ -150,6 +153,21 @@ class DSRL:
             w = self.rng.standard_normal((state.shape[0], self.noise_dim))
             return np.clip(w / self.cfg.noise_bound, -0.999, 0.999).astype(np.float32)
         return self.sac.act(torch.from_numpy(state), deterministic=not explore).numpy()
+
+    def act(self, state: np.ndarray, explore: bool, warmup: bool) -> tuple[np.ndarray, np.ndarray]:
+        """For a collector: the stored action row ``[scaled noise | executed chunk]`` and the
+        executed chunk ``[B, Ta, A]``."""
+        noise = self.noise(state, explore=explore, warmup=warmup)
+        chunk = self.base_chunk(state, noise)
+        return np.concatenate([noise, chunk.reshape(len(chunk), -1)], axis=1), chunk
+
+    def acting_weights(self) -> dict[str, np.ndarray]:
+        """What a remote copy needs to act like this learner: the noise actor's tensors
+        (with its input statistics), as CPU arrays."""
+        return {k: v.detach().cpu().numpy() for k, v in self.sac.actor.state_dict().items()}
+
+    def load_acting_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self.sac.actor.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
 
     def base_chunk(self, state_hist: np.ndarray, scaled_noise: np.ndarray) -> np.ndarray:
         """Executed chunk ``[B, Ta, A]`` of the base for flat states and noise in [-1, 1]."""

@@ -15,19 +15,18 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 from tqdm.auto import tqdm
 
-from robot_rl.core import keys
-from robot_rl.core.envs import ProgressReward, final_observation, make_vector_env, step_info
+from robot_rl.core.envs import ProgressReward, make_vector_env
 from robot_rl.core.task import TaskConfig
 from robot_rl.eval.media import plot_curve
 from robot_rl.eval.rollout import evaluate, make_policy_env
+from robot_rl.improvers.collectors import VectorCollector
 from robot_rl.improvers.dsrl import DSRL
-from robot_rl.improvers.steered import flat_state
 from robot_rl.rl.replay import ReplayBuffer
 from robot_rl.rl.state import (
     learner_tensors,
@@ -64,6 +63,25 @@ class History:
         )
 
 
+def training_task(task: TaskConfig, cfg) -> tuple[TaskConfig, Callable[[gym.Env], gym.Env] | None]:
+    """The task as the learner sees it for ``cfg.reward_type``, and the per-step reward wrapper
+    (:class:`ProgressReward`) to put around each training environment, if any."""
+    if cfg.reward_type is None:
+        return task, None
+    reward = ProgressReward if cfg.reward_type == "progress" else None
+    env_reward = "dense" if reward else cfg.reward_type  # progress is made of the shaped one
+    return replace(task, env_kwargs={**task.env_kwargs, "reward_type": env_reward}), reward
+
+
+def task_vector_env(
+    task: TaskConfig, learner: DSRL, n_envs: int, asynchronous: bool = False
+) -> gym.vector.VectorEnv:
+    """``n_envs`` training environments of ``task`` stepping the steered policy's chunks."""
+    task, reward = training_task(task, learner.cfg)
+    make = partial(make_policy_env, task, learner.policy, learner.cfg.gamma, reward)
+    return make_vector_env([make] * n_envs, asynchronous=asynchronous)
+
+
 def train_dsrl(
     learner: DSRL,
     task: TaskConfig,
@@ -72,23 +90,28 @@ def train_dsrl(
     progress: bool = True,
     base_success: float | None = None,
     train_env: Callable[[int], gym.vector.VectorEnv] | None = None,
+    collector=None,
 ) -> History:
     """Runs ``learner.cfg.env_steps`` env steps of DSRL on ``task``; returns the history.
 
     Training transitions come from ``train_env(n_envs)`` when given (a world model's
-    imagination, an environment whose reward a reward model replaced, remote workers): a vector
-    environment that steps whole chunks like :func:`make_policy_env` does (stacked observations,
-    ``info[keys.CHUNK_STEPS]``, the final observation on autoreset). Evaluations always run on
-    ``task`` itself, so success is the task's.
+    imagination, an environment whose reward a reward model replaced): a vector environment
+    that steps whole chunks like :func:`make_policy_env` does (stacked observations,
+    ``info[keys.CHUNK_STEPS]``, the final observation on autoreset). ``collector`` replaces the
+    in-process environments altogether (e.g. :class:`robot_rl.distributed.RayCollector`:
+    remote rollout workers); it gets the learner to act with and returns
+    :class:`~robot_rl.improvers.collectors.Transitions`. Evaluations always run on ``task``
+    itself, so success is the task's.
 
-    With ``out``: TensorBoard scalars in ``out/tb``, a learning curve ``out/curve.png``, the
-    steered policy's evaluation history ``out/history.json`` and a resumable checkpoint
-    ``out/checkpoint`` written after every evaluation (the last good one survives a crash)."""
+    Each batch of ``n`` transitions is followed by ``utd_ratio * n`` gradient updates, whoever
+    collected it. With ``out``: TensorBoard scalars in ``out/tb``, a learning curve
+    ``out/curve.png``, the steered policy's evaluation history ``out/history.json`` and a
+    resumable checkpoint ``out/checkpoint`` written after every evaluation (the last good one
+    survives a crash)."""
     cfg = learner.cfg
-    reward = ProgressReward if cfg.reward_type == "progress" else None
-    if cfg.reward_type is not None:
-        env_reward = "dense" if reward else cfg.reward_type  # progress is made of the shaped one
-        task = replace(task, env_kwargs={**task.env_kwargs, "reward_type": env_reward})
+    if train_env is not None and collector is not None:
+        raise ValueError("give train_env or collector, not both")
+    eval_task, _ = training_task(task, cfg)
     out = Path(out) if out else None
     writer = _writer(out)
     replay = ReplayBuffer(
@@ -98,21 +121,21 @@ def train_dsrl(
     if out and resume and (out / "checkpoint").exists():
         history, env_steps = _load(learner, replay, out / "checkpoint")
     if history.base_success is None:
-        base_eval = _evaluate(learner.base, task, cfg)
+        base_eval = _evaluate(learner.base, eval_task, cfg)
         history.base_success = base_eval.success_rate
         history.base_ci95 = list(base_eval.success_ci95)
-    if train_env is None:
-        env = make_vector_env(
-            [lambda: make_policy_env(task, learner.policy, cfg.gamma, reward)] * cfg.n_envs
-        )
-    else:
-        env = train_env(cfg.n_envs)
-        if env.num_envs != cfg.n_envs:
-            raise ValueError(
-                f"train_env({cfg.n_envs}) returned {env.num_envs} environments; "
-                "it must build exactly the number it is asked for"
-            )
-    obs, _ = env.reset(seed=cfg.seed + env_steps)
+    if collector is None:
+        if train_env is None:
+            env = task_vector_env(task, learner, cfg.n_envs, cfg.async_envs)
+        else:
+            env = train_env(cfg.n_envs)
+            if env.num_envs != cfg.n_envs:
+                env.close()
+                raise ValueError(
+                    f"train_env({cfg.n_envs}) returned {env.num_envs} environments; "
+                    "it must build exactly the number it is asked for"
+                )
+        collector = VectorCollector(env, seed=cfg.seed + env_steps)
     next_eval = (env_steps // cfg.eval_every + 1) * cfg.eval_every
     bar = tqdm(
         total=cfg.env_steps,
@@ -124,30 +147,25 @@ def train_dsrl(
     start = time.perf_counter() - (history.wall_s[-1] if history.wall_s else 0.0)
     try:
         while env_steps < cfg.env_steps:
-            state = flat_state(obs)
-            noise = learner.noise(state, explore=True, warmup=env_steps < cfg.warmup_env_steps)
-            chunk = learner.base_chunk(state, noise)
-            obs, reward, terminated, _, info = env.step(chunk)
-            steps = step_info(info, keys.CHUNK_STEPS).astype(np.int64)
-            next_state = flat_state(final_observation(info, obs))
-            discount = cfg.gamma**steps * (1.0 - terminated)
-            action = np.concatenate([noise, chunk.reshape(len(chunk), -1)], axis=1)
-            replay.add(state, action, reward, next_state, discount)
-            env_steps += int(steps.sum())
-            bar.update(int(steps.sum()))
+            batch = collector.collect(
+                learner, warmup=env_steps < cfg.warmup_env_steps, gamma=cfg.gamma
+            )
+            replay.add(batch.state, batch.action, batch.reward, batch.next_state, batch.discount)
+            env_steps += batch.env_steps
+            bar.update(batch.env_steps)
             if env_steps >= cfg.warmup_env_steps and len(replay) >= cfg.sac.batch_size:
                 if history.updates == 0:
                     learner.fit_obs_normalization(replay.obs[: len(replay)])
                 t0 = time.perf_counter()
-                for _ in range(cfg.sac.utd_ratio * cfg.n_envs):
+                for _ in range(cfg.sac.utd_ratio * len(batch)):
                     metrics = learner.update(replay.sample(cfg.sac.batch_size, learner.generator))
                 history.update_wall_s += time.perf_counter() - t0
-                history.updates += cfg.sac.utd_ratio * cfg.n_envs
+                history.updates += cfg.sac.utd_ratio * len(batch)
                 if writer:
                     for k, v in metrics.items():
                         writer.add_scalar(f"train/{k}", v, env_steps)
             if env_steps >= next_eval or env_steps >= cfg.env_steps:
-                result = _evaluate(learner.policy, task, cfg)
+                result = _evaluate(learner.policy, eval_task, cfg)
                 _record(history, env_steps, result, time.perf_counter() - start, writer)
                 bar.set_postfix(success=f"{result.success_rate:.2f}")
                 next_eval += cfg.eval_every
@@ -155,7 +173,7 @@ def train_dsrl(
                     _save(learner, replay, history, env_steps, out)
     finally:
         bar.close()
-        env.close()
+        collector.close()
         if writer:
             writer.close()
     return history

@@ -89,11 +89,15 @@ def improve_job(job: ImproveJob) -> dict:
     obs_dim = check_base_matches_task(base, task)
     out = Path(job.out)
     learner = DSRL(base, obs_dim, cfg)
-    # the steered policy: its chunk length and history
-    train_env = training_env(job, task, learner.policy, cfg.gamma)
-    history = train_dsrl(
-        learner, task, out=out, resume=job.resume, progress=job.progress, train_env=train_env
-    )
+    extra = {}
+    if job.runner is not None:
+        history, extra = _train_on_runner(job, task, cfg, obs_dim, learner)
+    else:
+        # the steered policy: its chunk length and history
+        train_env = training_env(job, task, learner.policy, cfg.gamma)
+        history = train_dsrl(
+            learner, task, out=out, resume=job.resume, progress=job.progress, train_env=train_env
+        )
     policy_dir = save_steered(learner.policy, out / "policy", job.base)
     final = evaluate(
         learner.policy, task, job.final_eval_episodes, 16, cfg.eval_seed + 1, progress=False
@@ -111,6 +115,7 @@ def improve_job(job: ImproveJob) -> dict:
         "wall_s": history.wall_s[-1] if history.wall_s else 0.0,
         "policy": str(policy_dir),
         "curve": str(out / "curve.png"),
+        **extra,
     }
     bars = {"base": (history.base_success, *history.base_ci95)} if history.base_ci95 else {}
     bars[f"steered (DSRL-{cfg.variant})"] = (final.success_rate, *final.success_ci95)
@@ -123,3 +128,38 @@ def improve_job(job: ImproveJob) -> dict:
         )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _train_on_runner(job: ImproveJob, task: TaskConfig, cfg: DSRLConfig, obs_dim: int, learner):
+    """``runner=ray``: DSRL with Ray rollout workers and a Ray learner; ``learner`` takes the
+    trained noise actor. Returns the history and the collection figures for the summary."""
+    settings = {k: v for k, v in job.runner.items() if k != "kind"}
+    if job.runner.get("kind") != "ray":
+        raise ValueError(f"unknown runner kind {job.runner.get('kind')!r}; available: ['ray']")
+    if job.env is not None:
+        raise ValueError(
+            "runner=ray collects on the task itself; env=... (imagination, reward models) runs "
+            "with the default in-process runner"
+        )
+    try:
+        from robot_rl.distributed import RayRunnerConfig, train_dsrl_ray
+    except ImportError as err:
+        raise ImportError(f"runner=ray needs Ray: pip install 'robot-rl[ray]' ({err})") from err
+    known = {f.name for f in fields(RayRunnerConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown runner settings {unknown}; known: {sorted(known)}")
+    if not job.resume:
+        import shutil
+
+        shutil.rmtree(Path(job.out) / "checkpoint", ignore_errors=True)
+    run = train_dsrl_ray(
+        job.base, task, cfg, obs_dim, RayRunnerConfig(**settings), job.out, job.progress
+    )
+    learner.load_acting_weights(run.weights)
+    extra = {
+        "runner": "ray",
+        "collection": {k: v for k, v in run.collector.items() if k != "worker_timings"},
+        "learner_crashes": run.learner_crashes,
+    }
+    return run.history, extra

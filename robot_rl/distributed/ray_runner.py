@@ -1,0 +1,448 @@
+"""DSRL with rollout workers and the learner on Ray (``runner=ray``): the same :class:`DSRL`
+learner and the same :func:`train_dsrl` loop as on one machine, fed by Ray actors.
+
+::
+
+    driver --starts--> LearnerActor (a GPU when asked) --owns--> RolloutWorker x N (CPUs)
+
+    RolloutWorker  its own vector of task environments (a VectorCollector) and an acting copy
+                   of the learner (the frozen base + the noise actor), batched inference
+    LearnerActor   train_dsrl(collector=RayCollector): the updates, evaluations and
+                   checkpoints of the one-machine run
+
+The collection is asynchronous: a worker is sent its next call, with the newest noise-actor
+weights, as soon as its batch arrives, so the workers step their environments while the learner
+updates. The update-to-data ratio is kept exactly: ``utd_ratio`` updates per transition that
+reaches the replay buffer. Transitions reach it a whole episode at a time (the collector holds an
+episode's chunks until its last one arrives), so when a worker dies its partial episodes are
+dropped, never half-learned from; Ray restarts the worker and it starts new episodes.
+The learner writes its resumable checkpoint at every evaluation; if the learner process dies, the
+driver restarts it and it continues from that checkpoint.
+
+``ray.init(address=...)`` joins an existing cluster; without an address a local one is started.
+The base policy's checkpoint files travel to the workers through Ray's object store, so workers
+on other machines need no shared filesystem (a steered base still reads its own base from the
+path in its config).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from robot_rl.core.task import TaskConfig
+from robot_rl.improvers.collectors import Transitions, VectorCollector
+from robot_rl.improvers.dsrl import DSRL, DSRLConfig
+from robot_rl.improvers.online import History, task_vector_env, train_dsrl
+from robot_rl.policies.checkpoint import load_policy
+
+
+@dataclass
+class RayRunnerConfig:
+    """Settings of ``runner=ray`` (``configs/runner/ray.yaml``)."""
+
+    workers: int = 2
+    """rollout worker actors"""
+    envs_per_worker: int | None = None
+    """environments each worker steps in lock-step with one batched policy call; None: the
+    improver's ``n_envs`` (each worker collects like the one-machine run, so ``workers``
+    times as many environments run in all)"""
+    vector_steps_per_call: int = 1
+    """vector steps (one chunk per environment each) a worker takes per call to it"""
+    cpus_per_worker: float = 1.0
+    """logical CPUs Ray reserves per worker"""
+    learner_cpus: float = 1.0
+    """logical CPUs Ray reserves for the learner"""
+    learner_gpus: float = 0.0
+    """GPUs for the learner (set the improver's ``sac.device=cuda`` with it)"""
+    address: str | None = None
+    """Ray cluster to join (``auto``, ``ray://host:10001``, ...); None starts a local one"""
+    num_cpus: int | None = None
+    """logical CPUs of a local cluster; None: enough for the learner and the workers"""
+    max_worker_restarts: int = 20
+    """times Ray restarts each dead worker before the run fails"""
+    max_learner_restarts: int = 3
+    """times the driver restarts a dead learner (it resumes from ``out/checkpoint``)"""
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.vector_steps_per_call < 1:
+            raise ValueError(
+                f"workers and vector_steps_per_call must be >= 1, got {self.workers}, "
+                f"{self.vector_steps_per_call}"
+            )
+        if self.envs_per_worker is not None and self.envs_per_worker < 1:
+            raise ValueError(f"envs_per_worker must be >= 1 or None, got {self.envs_per_worker}")
+        if self.max_worker_restarts < 0 or self.max_learner_restarts < 0:
+            raise ValueError("max_worker_restarts and max_learner_restarts must be >= 0")
+
+
+def checkpoint_files(path: str | Path) -> dict[str, bytes]:
+    """Every file of a checkpoint folder, by relative path (what a remote worker rebuilds)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {path} does not exist")
+    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def policy_from_files(files: dict[str, bytes], device: str = "cpu"):
+    """:func:`load_policy` of a checkpoint folder shipped as :func:`checkpoint_files`."""
+    folder = Path(tempfile.mkdtemp(prefix="robot_rl_policy_"))
+    for name, data in files.items():
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return load_policy(folder, device)
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a rollout worker builds itself from (plain data, nothing unpickles code)."""
+
+    task: TaskConfig
+    cfg: DSRLConfig
+    obs_dim: int
+    n_envs: int
+    seed: int
+
+
+class RolloutWorker:
+    """A Ray actor: environments and an acting copy of the learner (built from the base's
+    checkpoint files)."""
+
+    def __init__(self, spec: WorkerSpec, base_files: dict[str, bytes]):
+        import ray
+
+        torch.set_num_threads(1)
+        seed = spec.seed
+        with warnings.catch_warnings():  # Ray's property reads a deprecated field of its own
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        if restarted:
+            seed += 7919 * (os.getpid() % 10_007)  # a restarted worker plays new episodes
+        cfg = replace(spec.cfg, seed=seed, sac=replace(spec.cfg.sac, device="cpu"))
+        self.learner = DSRL(policy_from_files(base_files), spec.obs_dim, cfg)
+        env = task_vector_env(spec.task, self.learner, spec.n_envs, cfg.async_envs)
+        self.collector = VectorCollector(env, seed)
+
+    def collect(
+        self, weights: dict[str, np.ndarray], warmup: bool, vector_steps: int, gamma: float
+    ) -> tuple[Transitions, dict[str, float]]:
+        self.learner.load_acting_weights(weights)
+        batch = self.collector.collect(self.learner, warmup, vector_steps, gamma)
+        return batch, dict(self.collector.timings)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class EpisodeAssembler:
+    """Holds each (worker, environment)'s chunk transitions until its episode's last chunk
+    arrives, so only whole episodes reach the learner; a dead worker's partial episodes are
+    dropped."""
+
+    def __init__(self):
+        self._pending: dict[tuple[int, int], list[Transitions]] = {}
+        self.completed = self.successes = self.dropped = 0
+
+    def add(self, worker: int, batch: Transitions) -> list[Transitions]:
+        """The episodes that ``batch`` completes (rows in their original order)."""
+        finished = []
+        for env_id in np.unique(batch.env_id):
+            rows = batch.rows(batch.env_id == env_id)
+            buffer = self._pending.setdefault((worker, int(env_id)), [])
+            start = 0
+            for end in np.flatnonzero(rows.done):
+                buffer.append(rows.rows(slice(start, end + 1)))
+                finished.append(Transitions.concat(buffer))
+                buffer.clear()
+                start = end + 1
+                self.completed += 1
+                self.successes += int(rows.success[end])
+            if start < len(rows):
+                buffer.append(rows.rows(slice(start, None)))
+        return finished
+
+    def drop(self, worker: int) -> int:
+        """Forgets ``worker``'s partial episodes; returns how many transitions they held."""
+        dropped = 0
+        for key in [k for k in self._pending if k[0] == worker]:
+            dropped += sum(len(t) for t in self._pending.pop(key))
+        self.dropped += dropped
+        return dropped
+
+
+class RayCollector:
+    """Collector of :func:`train_dsrl` whose environments live in Ray rollout workers."""
+
+    def __init__(
+        self,
+        task: TaskConfig,
+        base_files: dict[str, bytes],
+        cfg: DSRLConfig,
+        obs_dim: int,
+        runner: RayRunnerConfig,
+    ):
+        import ray
+
+        self.runner = runner
+        n_envs = runner.envs_per_worker or cfg.n_envs
+        files = self._files = ray.put(base_files)  # kept alive for worker restarts
+        worker_cls = ray.remote(
+            num_cpus=runner.cpus_per_worker, max_restarts=runner.max_worker_restarts
+        )(RolloutWorker)
+        self.workers = [
+            worker_cls.remote(
+                WorkerSpec(task, cfg, obs_dim, n_envs, cfg.seed + 1_000 * (i + 1)), files
+            )
+            for i in range(runner.workers)
+        ]
+        self._inflight: dict = {}  # object ref -> worker index
+        self.episodes = EpisodeAssembler()
+        self.failures = [0] * runner.workers
+        self.restarts = 0
+        self.env_steps = 0
+        self.timings: list[dict[str, float]] = [{} for _ in self.workers]
+        self.n_workers = runner.workers
+        self.started = time.perf_counter()
+        self.first_batch_at: tuple[float, int] | None = None  # (time, env steps) at the first batch
+
+    def collect(self, actor: DSRL, warmup: bool, gamma: float = 0.99) -> Transitions:
+        """Whole episodes received since the last call (at least one); idle workers are sent
+        their next call first, with ``actor``'s current weights."""
+        import ray
+
+        weights = ray.put(actor.acting_weights())
+        busy = set(self._inflight.values())
+        for i in range(len(self.workers)):
+            if i not in busy:
+                self._dispatch(i, weights, warmup, gamma)
+        while True:
+            ready, _ = ray.wait(list(self._inflight), num_returns=1)
+            ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
+            episodes: list[Transitions] = []
+            for ref in ready:
+                i = self._inflight.pop(ref)
+                try:
+                    batch, timings = ray.get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+                    self._lost(i, e)
+                else:
+                    self.timings[i] = timings
+                    self.env_steps += batch.env_steps
+                    if self.first_batch_at is None:
+                        self.first_batch_at = (time.perf_counter(), self.env_steps)
+                    episodes += self.episodes.add(i, batch)
+                self._dispatch(i, weights, warmup, gamma)
+            if episodes:
+                return Transitions.concat(episodes)
+
+    def _dispatch(self, i: int, weights, warmup: bool, gamma: float) -> None:
+        ref = self.workers[i].collect.remote(
+            weights, warmup, self.runner.vector_steps_per_call, gamma
+        )
+        self._inflight[ref] = i
+
+    def _lost(self, i: int, error: Exception) -> None:
+        """Worker ``i`` died mid-call: drop its partial episodes; Ray restarts it. A worker
+        that cannot even start (bad settings, a missing module) fails the run at once."""
+        if getattr(error, "_actor_init_failed", False):
+            raise RuntimeError(f"rollout worker {i} failed to start: {error}") from error
+        self.failures[i] += 1
+        self.restarts += 1
+        self.episodes.drop(i)
+        if self.failures[i] > self.runner.max_worker_restarts:
+            raise RuntimeError(
+                f"rollout worker {i} died {self.failures[i]} times (max_worker_restarts="
+                f"{self.runner.max_worker_restarts}); last error: {error}"
+            ) from error
+
+    def worker_pids(self) -> list[int]:
+        import ray
+
+        return ray.get([w.pid.remote() for w in self.workers])
+
+    def stats(self) -> dict:
+        """Collection figures; the rate counts from the first batch (worker start-up, which
+        imports torch and MuJoCo and loads the base, is reported apart)."""
+        now = time.perf_counter()
+        t0, steps0 = self.first_batch_at or (now, self.env_steps)
+        return {
+            "workers": self.n_workers,
+            "env_steps": self.env_steps,
+            "env_steps_per_s": (self.env_steps - steps0) / max(now - t0, 1e-9),
+            "startup_s": t0 - self.started,
+            "worker_restarts": self.restarts,
+            "dropped_transitions": self.episodes.dropped,
+            "episodes": self.episodes.completed,
+            "train_success_rate": self.episodes.successes / max(self.episodes.completed, 1),
+            "worker_timings": self.timings,
+        }
+
+    def close(self) -> None:
+        import ray
+
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)
+        self.workers, self._inflight = [], {}
+
+
+class LearnerActor:
+    """A Ray actor running :func:`train_dsrl` with a :class:`RayCollector`."""
+
+    def __init__(
+        self,
+        task: TaskConfig,
+        base_files: dict[str, bytes],
+        cfg: DSRLConfig,
+        obs_dim: int,
+        runner: RayRunnerConfig,
+        out: str | None,
+        base_success: float | None,
+        threads: int,
+    ):
+        torch.set_num_threads(threads)
+        self.task, self.base_files, self.cfg = task, base_files, cfg
+        self.obs_dim, self.runner, self.out, self.base_success = obs_dim, runner, out, base_success
+        self.learner = DSRL(policy_from_files(base_files, cfg.sac.device), obs_dim, cfg)
+        self.collector: RayCollector | None = None
+
+    def train(self) -> dict:
+        self.collector = RayCollector(
+            self.task, self.base_files, self.cfg, self.obs_dim, self.runner
+        )
+        history = train_dsrl(
+            self.learner,
+            self.task,
+            out=self.out,
+            progress=False,
+            base_success=self.base_success,
+            collector=self.collector,
+        )
+        return {"history": asdict(history), "collector": self.collector.stats()}
+
+    def status(self) -> dict:
+        if self.collector is None:
+            return {"env_steps": 0, "worker_restarts": 0}
+        return {"env_steps": self.collector.env_steps, "worker_restarts": self.collector.restarts}
+
+    def worker_pids(self) -> list[int]:
+        return self.collector.worker_pids() if self.collector else []
+
+    def acting_weights(self) -> dict[str, np.ndarray]:
+        return self.learner.acting_weights()
+
+
+def kill_worker_after(learner, env_steps: int, worker: int = 0) -> threading.Thread:
+    """Fault drill: once the learner has received ``env_steps`` env steps, ``kill -9`` rollout
+    worker ``worker`` (Ray restarts it). Returns the (daemon) thread doing it."""
+    import ray
+
+    def drill():
+        while ray.get(learner.status.remote())["env_steps"] < env_steps:
+            time.sleep(0.2)
+        os.kill(ray.get(learner.worker_pids.remote())[worker], signal.SIGKILL)
+
+    thread = threading.Thread(target=drill, daemon=True)
+    thread.start()
+    return thread
+
+
+@dataclass
+class RayRun:
+    """What :func:`train_dsrl_ray` returns: the learner's history, the collection figures and
+    the noise actor's final weights (load them with ``DSRL.load_acting_weights``)."""
+
+    history: History
+    collector: dict
+    weights: dict[str, np.ndarray]
+    learner_crashes: int
+    wall_s: float
+
+
+def init_ray(runner: RayRunnerConfig) -> bool:
+    """Joins ``runner.address`` or starts a local cluster; True when this call started Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if runner.address:
+        ray.init(address=runner.address, log_to_driver=True)
+        return True
+    needed = runner.learner_cpus + runner.workers * runner.cpus_per_worker
+    num_cpus = runner.num_cpus or max(os.cpu_count() or 1, int(np.ceil(needed)))
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    return True
+
+
+def train_dsrl_ray(
+    base_path: str | Path,
+    task: TaskConfig,
+    cfg: DSRLConfig,
+    obs_dim: int,
+    runner: RayRunnerConfig,
+    out: str | Path | None = None,
+    progress: bool = True,
+    base_success: float | None = None,
+    on_start=None,
+) -> RayRun:
+    """DSRL with ``runner.workers`` Ray rollout workers and a Ray learner; the driver shows a
+    progress bar and restarts a dead learner (which resumes from ``out/checkpoint``).
+
+    ``on_start(learner_handle)`` is called once the learner runs (tests and the scale
+    benchmark use it to reach the workers)."""
+    import ray
+
+    started = init_ray(runner)
+    files = checkpoint_files(base_path)
+    learner_cls = ray.remote(
+        num_cpus=runner.learner_cpus,
+        num_gpus=runner.learner_gpus,
+        max_restarts=runner.max_learner_restarts,
+        max_concurrency=2,  # status() answers while train() runs
+    )(LearnerActor)
+    threads = max(1, int(runner.learner_cpus))
+    learner = learner_cls.remote(
+        task, files, cfg, obs_dim, runner, str(out) if out else None, base_success, threads
+    )
+    bar = tqdm(total=cfg.env_steps, desc=f"dsrl-{cfg.variant} {task.name} (ray)", unit="step")
+    bar.disable = not progress
+    crashes, start = 0, time.perf_counter()
+    try:
+        while True:
+            done = learner.train.remote()
+            if on_start is not None:
+                on_start(learner)
+            try:
+                while not ray.wait([done], timeout=1.0)[0]:
+                    status = ray.get(learner.status.remote())
+                    bar.n = min(status["env_steps"], cfg.env_steps)
+                    bar.set_postfix(restarts=status["worker_restarts"])
+                result = ray.get(done)
+                break
+            except ray.exceptions.RayActorError:
+                crashes += 1
+                if crashes > runner.max_learner_restarts:
+                    raise
+        weights = ray.get(learner.acting_weights.remote())
+    finally:
+        bar.close()
+        ray.kill(learner, no_restart=True)
+        if started:
+            ray.shutdown()
+    return RayRun(
+        history=History(**result["history"]),
+        collector=result["collector"],
+        weights=weights,
+        learner_crashes=crashes,
+        wall_s=time.perf_counter() - start,
+    )

@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+
+from robot_rl import config
+from robot_rl.distributed.ray_runner import (
+    EpisodeAssembler,
+    RayRunnerConfig,
+    checkpoint_files,
+    kill_worker_after,
+    policy_from_files,
+    train_dsrl_ray,
+)
+from robot_rl.improvers.collectors import Transitions
+from robot_rl.improvers.dsrl import DSRLConfig
+from robot_rl.jobs.improve import improve_job
+from robot_rl.policies import DiffusionPolicy, DiffusionPolicyConfig, Normalizer, save_policy
+from robot_rl.rl.sac import SACConfig
+
+
+def _rows(env_id, done, tag):
+    n = len(env_id)
+    return Transitions(
+        state=np.full((n, 2), tag, np.float32),
+        action=np.zeros((n, 1), np.float32),
+        reward=np.arange(n, dtype=np.float32) + tag,
+        next_state=np.zeros((n, 2), np.float32),
+        discount=np.ones(n, np.float32),
+        steps=np.full(n, 4),
+        done=np.asarray(done, bool),
+        success=np.asarray(done, bool),
+        env_id=np.asarray(env_id),
+    )
+
+
+def test_assembler_releases_whole_episodes_and_drops_a_dead_workers_partial_ones():
+    assembler = EpisodeAssembler()
+    # worker 0, envs 0 and 1, two vector steps per batch: env 1 ends its episode at step 2
+    assert assembler.add(0, _rows([0, 1, 0, 1], [0, 0, 0, 1], tag=0)) != []
+    first = assembler.add(0, _rows([0, 1, 0, 1], [1, 0, 0, 0], tag=10))
+    assert [len(e) for e in first] == [3]  # env 0: two chunks held back, then its last one
+    np.testing.assert_array_equal(first[0].reward, [0, 2, 10])  # in their original order
+    assert assembler.completed == 2 and assembler.successes == 2
+    assembler.add(1, _rows([0], [0], tag=20))
+    assert assembler.drop(0) == 3  # env 0 holds 1 row, env 1 holds 2
+    assert assembler.drop(1) == 1 and assembler.dropped == 4
+    assert assembler.add(0, _rows([0], [1], tag=30))[0].reward.tolist() == [30]
+
+
+def test_runner_settings_are_checked():
+    with pytest.raises(ValueError, match="workers"):
+        RayRunnerConfig(workers=0)
+    with pytest.raises(ValueError, match="envs_per_worker"):
+        RayRunnerConfig(envs_per_worker=0)
+
+
+def test_improve_job_rejects_bad_runner_settings(tmp_path):
+    job = config.load_job(
+        "improve", config.ImproveJob, ["runner=ray", "+runner.speed=9", f"out={tmp_path}"]
+    )
+    job.base = str(_tiny_push_base(tmp_path / "base"))
+    with pytest.raises(ValueError, match=r"unknown runner settings \['speed'\]"):
+        improve_job(job)
+
+
+def _tiny_push_base(path):
+    config = DiffusionPolicyConfig(
+        obs_shapes={"state": (10,)},
+        action_dim=2,
+        horizon=8,
+        n_obs_steps=2,
+        n_action_steps=8,
+        down_dims=(8,),
+        step_embed_dim=8,
+        num_train_timesteps=10,
+        num_inference_steps=2,
+    )
+    one = np.ones(10, np.float32)
+    stats = {
+        "state": {"min": -one, "max": one, "mean": 0 * one, "std": one},
+        "action": {"min": -np.ones(2, np.float32), "max": np.ones(2, np.float32)},
+    }
+    return save_policy(
+        DiffusionPolicy(config, Normalizer.from_stats(stats, config.norm_modes)), path
+    )
+
+
+def test_checkpoint_files_rebuild_the_same_policy(tmp_path):
+    base = _tiny_push_base(tmp_path / "base")
+    copy = policy_from_files(checkpoint_files(base))
+    obs = {"state": np.zeros((2, 2, 10), np.float32)}
+    noise = np.random.default_rng(0).standard_normal((2, *copy.noise_shape)).astype(np.float32)
+    from robot_rl.policies import load_policy
+
+    np.testing.assert_array_equal(
+        copy.predict_chunk(obs, noise), load_policy(base).predict_chunk(obs, noise)
+    )
+
+
+def test_dsrl_on_ray_survives_a_killed_worker(tmp_path):
+    pytest.importorskip("ray")
+    task = config.load_job("improve", config.ImproveJob, []).task.build()
+    base = _tiny_push_base(tmp_path / "base")
+    cfg = DSRLConfig(
+        env_steps=500,
+        warmup_env_steps=100,
+        n_envs=2,
+        eval_every=500,
+        eval_episodes=2,
+        sac=SACConfig(hidden_dims=(16, 16), batch_size=16, utd_ratio=1),
+    )
+    runner = RayRunnerConfig(workers=2, num_cpus=3)
+    drills = []
+    run = train_dsrl_ray(
+        base,
+        task,
+        cfg,
+        obs_dim=20,
+        runner=runner,
+        out=tmp_path / "run",
+        progress=False,
+        base_success=0.0,
+        on_start=lambda learner: drills.append(kill_worker_after(learner, 200)),
+    )
+    assert run.learner_crashes == 0
+    assert run.collector["worker_restarts"] >= 1  # the killed worker came back
+    assert run.history.env_steps[-1] >= 500 and len(run.history.success) == 1
+    assert run.history.updates > 0 and (tmp_path / "run" / "checkpoint").exists()
+    assert run.collector["episodes"] >= 4  # 50-step episodes, whole ones only
+    assert set(run.weights) and all(np.isfinite(w).all() for w in run.weights.values())
