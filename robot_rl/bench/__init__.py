@@ -14,4 +14,5 @@ SUITES = {
     # world models live in world_models/, which the core does not import either
     "world_model": "world_models.bench",
     "rewards": "robot_rl.bench.rewards",
+    "scale": "robot_rl.bench.scale",
 }

@@ -22,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from robot_rl import config
+from robot_rl.bench.previous import merge_previous
 from robot_rl.core import keys
 from robot_rl.core.envs import make_vector_env, step_info
 from robot_rl.core.reward import VectorRewardWrapper
@@ -113,7 +114,7 @@ def run(overrides: list[str]) -> dict:
     if "dsrl" in opts.parts:
         figures.update(_dsrl_part(task, opts, classifier, out))
     if opts.previous:
-        _merge_previous(figures, Path(opts.previous))
+        merge_previous(figures, opts.previous)
     return figures
 
 
@@ -363,13 +364,3 @@ def _dsrl_part(task: TaskConfig, opts: RewardsBench, classifier, out: Path) -> d
             )
         },
     }
-
-
-def _merge_previous(figures: dict, path: Path) -> None:
-    previous = json.loads(path.read_text())
-    taken = []
-    for key, value in previous.items():
-        if key not in figures and key not in ("cores", "machine", "python", "bench_wall_s"):
-            figures[key] = value
-            taken.append(key)
-    figures["parts_from_previous"] = {"file": str(path), "keys": taken}

@@ -1,0 +1,355 @@
+"""Scale suite: where a DSRL run's time goes on one machine, how fast Ray rollout workers collect
+beside the single-process collector at the same settings, how many transitions one learner can
+take, and DSRL with 2 Ray workers beside the single-process run at the same env-step budget,
+with a rollout worker killed mid-run.
+
+Parts (``parts=[...]``):
+
+* ``breakdown``: per env step of the single-process loop at the improver's settings, seconds in
+  the environments (physics and the chunk wrapper), rendering (a camera image per step, for
+  image-based rewards and policies), policy inference (the noise actor and the base's
+  denoising, batched over the environments) and learner updates (``utd_ratio`` per chunk).
+* ``collection``: env steps/s of collection alone (acting, no updates) for ``seconds`` each:
+  the single-process collector (``n_envs`` environments, one batched policy call per step),
+  one Ray worker and ``workers`` Ray workers with the same ``n_envs`` each.
+* ``learner``: the learner's updates/s on a replay of real transitions and its ingest limit,
+  transitions/s = updates/s / utd_ratio (env steps/s = that times the chunk length), and from
+  it the number of workers one learner can feed.
+* ``dsrl``: per seed, DSRL in one process and with ``workers`` Ray workers at the same budget;
+  final success on ``eval_episodes`` episodes, env steps/s end to end; in the Ray run of the
+  first seed a worker is killed (``kill -9``) at ``kill_at`` of the budget.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from robot_rl import config
+from robot_rl.bench.previous import merge_previous
+from robot_rl.core.task import make_env
+from robot_rl.eval.rollout import evaluate
+from robot_rl.eval.stats import mean_interval
+from robot_rl.improvers.collectors import VectorCollector
+from robot_rl.improvers.dsrl import DSRL
+from robot_rl.improvers.online import task_vector_env, train_dsrl
+from robot_rl.jobs.improve import check_base_matches_task, dsrl_config
+from robot_rl.policies import load_policy
+from robot_rl.rl.replay import ReplayBuffer
+
+PARTS = ("breakdown", "collection", "learner", "dsrl")
+
+
+@dataclass
+class ScaleBench:
+    """Settings of the scale benchmark (``key=value`` on the command line)."""
+
+    task: str = "push"
+    """task config name"""
+    base: str | None = None
+    """checkpoint of the base policy; None pretrains one with the demo's settings"""
+    parts: list[str] = field(default_factory=lambda: list(PARTS))
+    """parts to run: breakdown, collection, learner, dsrl"""
+    workers: int = 2
+    """Ray rollout workers"""
+    improver: list[str] = field(default_factory=list)
+    """overrides of configs/improver/dsrl.yaml (both runners)"""
+    seconds: float = 30.0
+    """collection time per collector in the collection part (after a warm-up call)"""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """seeds of the DSRL runs"""
+    env_steps: int = 15_000
+    """env-step budget of every DSRL run"""
+    eval_every: int = 5_000
+    """env steps between learning-curve evaluations"""
+    eval_episodes: int = 100
+    """episodes of the final evaluation of each run"""
+    kill_at: float | None = 0.5
+    """share of the budget at which a worker of the first seed's Ray run is killed; None: none"""
+    out: str = "reports/bench-scale"
+    """folder for the runs' checkpoints and curves"""
+    previous: str | None = None
+    """JSON of an earlier run of this suite: figures of parts not run now are taken from it
+    (e.g. the DSRL runs from a long run, the timings from a run on a quiet machine)"""
+
+
+def run(overrides: list[str]) -> dict:
+    opts: ScaleBench = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(ScaleBench), OmegaConf.from_dotlist(overrides))
+    )
+    unknown = sorted(set(opts.parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown parts {unknown}; parts: {list(PARTS)}")
+    torch.set_num_threads(1)
+    task = config.load_job("improve", config.ImproveJob, [f"task={opts.task}"]).task.build()
+    improver = config.load_job(
+        "improve", config.ImproveJob, [f"improver.{o}" for o in opts.improver]
+    ).improver
+    cfg = dsrl_config(improver)
+    figures: dict = {
+        "settings": OmegaConf.to_container(OmegaConf.structured(opts)),
+        "cores": os.cpu_count(),
+    }
+    with tempfile.TemporaryDirectory(prefix="robot_rl_bench_scale_") as tmp:
+        if opts.base:
+            base_path = opts.base
+        else:
+            from robot_rl.bench.dsrl import _pretrain_base
+
+            base_path = _pretrain_base(opts.task, Path(tmp))
+        base = load_policy(base_path)
+        obs_dim = check_base_matches_task(base, task)
+        figures["base_checkpoint"] = str(base_path)
+        if "breakdown" in opts.parts:
+            figures["breakdown"] = _breakdown(task, base, obs_dim, cfg)
+        if "collection" in opts.parts:
+            figures.update(_collection(task, base_path, base, obs_dim, cfg, opts))
+        if "learner" in opts.parts:
+            figures.update(_learner(task, base, obs_dim, cfg, figures))
+        if "dsrl" in opts.parts:
+            figures.update(_dsrl(task, base_path, base, obs_dim, cfg, opts))
+    if opts.previous:
+        merge_previous(figures, opts.previous)
+    return figures
+
+
+def _breakdown(task, base, obs_dim: int, cfg, vector_steps: int = 30) -> dict:
+    learner = DSRL(base, obs_dim, cfg)
+    collector = VectorCollector(task_vector_env(task, learner, cfg.n_envs), cfg.seed)
+    collector.collect(learner, warmup=True)  # first call: imports, caches
+    collector.timings = {k: 0.0 for k in collector.timings}
+    batches = [collector.collect(learner, warmup=False) for _ in range(vector_steps)]
+    collector.close()
+    env_steps = sum(b.env_steps for b in batches)
+    transitions = sum(len(b) for b in batches)
+    replay = ReplayBuffer(obs_dim, learner.noise_dim + learner.chunk_dim, 10_000)
+    for b in batches:
+        replay.add(b.state, b.action, b.reward, b.next_state, b.discount)
+    learner.fit_obs_normalization(replay.obs[: len(replay)])
+    n_updates = 200
+    start = time.perf_counter()
+    for _ in range(n_updates):
+        learner.update(replay.sample(cfg.sac.batch_size, learner.generator))
+    update_s = (time.perf_counter() - start) / n_updates
+    render_s = _render_s_per_step(task)
+    per_step = {
+        "env_ms": 1e3 * collector.timings["env_s"] / env_steps,
+        "render_ms": 1e3 * render_s,
+        "inference_ms": 1e3 * collector.timings["inference_s"] / env_steps,
+        "updates_ms": 1e3 * update_s * cfg.sac.utd_ratio * transitions / env_steps,
+    }
+    total = sum(v for k, v in per_step.items() if k != "render_ms")
+    return {
+        "ms_per_env_step": per_step,
+        "share_without_render": {k: v / total for k, v in per_step.items() if k != "render_ms"},
+        "update_ms": 1e3 * update_s,
+        "n_envs": cfg.n_envs,
+        "chunk_steps": learner.n_action_steps,
+        "utd_ratio": cfg.sac.utd_ratio,
+        "note": "render_ms is what a camera image per step adds (image rewards or policies); "
+        "the state task renders nothing",
+    }
+
+
+def _render_s_per_step(task, steps: int = 40) -> float:
+    """Seconds a camera image adds to one env step: the same steps with and without it."""
+    timings = []
+    for cameras in ([], ["top"]):
+        env = make_env(task, cameras=cameras)
+        env.reset(seed=0)
+        zero = np.zeros(env.action_space.shape, np.float32)
+        start = time.perf_counter()
+        for _ in range(steps):
+            env.step(zero)
+        timings.append((time.perf_counter() - start) / steps)
+        env.close()
+    return max(timings[1] - timings[0], 0.0)
+
+
+def _collection(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> dict:
+    import ray
+
+    from robot_rl.distributed.ray_runner import (
+        RayCollector,
+        RayRunnerConfig,
+        checkpoint_files,
+        init_ray,
+    )
+
+    learner = DSRL(base, obs_dim, cfg)  # acts with its initial (base-like) noise actor
+
+    local = VectorCollector(task_vector_env(task, learner, cfg.n_envs), cfg.seed)
+    local.collect(learner, warmup=False)
+    start, steps = time.perf_counter(), 0
+    while time.perf_counter() - start < opts.seconds:
+        steps += local.collect(learner, warmup=False).env_steps
+    single = steps / (time.perf_counter() - start)
+    local.close()
+
+    rates = {}
+    files = checkpoint_files(base_path)
+    for workers in sorted({1, opts.workers}):
+        runner = RayRunnerConfig(workers=workers, learner_cpus=0)
+        started = init_ray(runner)
+        try:
+            collector = RayCollector(task, files, cfg, obs_dim, runner)
+            collector.collect(learner, warmup=False)  # start-up: every worker has answered
+            while collector.env_steps == 0 or min(len(t) for t in collector.timings) == 0:
+                collector.collect(learner, warmup=False)
+            t0, s0 = time.perf_counter(), collector.env_steps
+            while time.perf_counter() - t0 < opts.seconds:
+                collector.collect(learner, warmup=False)
+            rates[workers] = (collector.env_steps - s0) / (time.perf_counter() - t0)
+            collector.close()
+        finally:
+            if started:
+                ray.shutdown()
+    ray_rate = rates[opts.workers]
+    return {
+        "single_env_steps_per_s": single,
+        "ray_env_steps_per_s": ray_rate,
+        "speedup": ray_rate / single,
+        "ray_workers": opts.workers,
+        "per_worker_env_steps_per_s": rates[1],
+        "collection_envs_per_collector": cfg.n_envs,
+    }
+
+
+def _learner(task, base, obs_dim: int, cfg, figures: dict, updates: int = 300) -> dict:
+    learner = DSRL(base, obs_dim, cfg)
+    collector = VectorCollector(task_vector_env(task, learner, cfg.n_envs), cfg.seed)
+    replay = ReplayBuffer(obs_dim, learner.noise_dim + learner.chunk_dim, 10_000)
+    while len(replay) < 4 * cfg.sac.batch_size:
+        b = collector.collect(learner, warmup=True)
+        replay.add(b.state, b.action, b.reward, b.next_state, b.discount)
+    collector.close()
+    learner.fit_obs_normalization(replay.obs[: len(replay)])
+    for _ in range(20):
+        learner.update(replay.sample(cfg.sac.batch_size, learner.generator))
+    start = time.perf_counter()
+    for _ in range(updates):
+        learner.update(replay.sample(cfg.sac.batch_size, learner.generator))
+    updates_per_s = updates / (time.perf_counter() - start)
+    ingest = updates_per_s / cfg.sac.utd_ratio
+    ingest_env_steps = ingest * learner.n_action_steps
+    out = {
+        "learner_updates_per_s": updates_per_s,
+        "learner_ingest_per_s": ingest,
+        "learner_ingest_env_steps_per_s": ingest_env_steps,
+        "utd_ratio": cfg.sac.utd_ratio,
+    }
+    per_worker = figures.get("per_worker_env_steps_per_s")
+    if per_worker:
+        out["workers_one_learner_can_feed"] = ingest_env_steps / per_worker
+    return out
+
+
+def _dsrl(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> dict:
+    from robot_rl.distributed.ray_runner import RayRunnerConfig, kill_worker_after, train_dsrl_ray
+
+    base_eval = evaluate(base, task, opts.eval_episodes, 16, 20_000, progress=False)
+    runs: dict[str, list[dict]] = {"single": [], "ray": []}
+    restarts = crashes = 0
+    for i, seed in enumerate(opts.seeds):
+        seed_cfg = replace(cfg, seed=seed, env_steps=opts.env_steps, eval_every=opts.eval_every)
+        print(f"[bench scale] single-process seed {seed}", flush=True)
+        learner = DSRL(base, obs_dim, seed_cfg)
+        start = time.perf_counter()
+        history = train_dsrl(
+            learner,
+            task,
+            out=Path(opts.out) / f"single_seed{seed}",
+            resume=False,
+            progress=False,
+            base_success=base_eval.success_rate,
+        )
+        runs["single"].append(
+            _result(learner, task, history, time.perf_counter() - start, seed, opts)
+        )
+
+        print(f"[bench scale] ray ({opts.workers} workers) seed {seed}", flush=True)
+        kill = opts.kill_at is not None and i == 0
+        out = Path(opts.out) / f"ray_seed{seed}"
+        _clear(out)
+        run = train_dsrl_ray(
+            base_path,
+            task,
+            seed_cfg,
+            obs_dim,
+            RayRunnerConfig(workers=opts.workers),
+            out=out,
+            progress=False,
+            base_success=base_eval.success_rate,
+            on_start=(
+                (lambda h: kill_worker_after(h, int(opts.kill_at * opts.env_steps)))
+                if kill
+                else None
+            ),
+        )
+        learner = DSRL(base, obs_dim, seed_cfg)
+        learner.load_acting_weights(run.weights)
+        result = _result(learner, task, run.history, run.wall_s, seed, opts)
+        result.update(
+            worker_restarts=run.collector["worker_restarts"],
+            dropped_transitions=run.collector["dropped_transitions"],
+            learner_crashes=run.learner_crashes,
+            worker_killed=kill,
+            collection_env_steps_per_s=run.collector["env_steps_per_s"],
+            startup_s=run.collector["startup_s"],
+        )
+        runs["ray"].append(result)
+        restarts += run.collector["worker_restarts"]
+        crashes += run.learner_crashes
+
+    def summary(name):
+        values = [r["final_success"] for r in runs[name]]
+        mean, lo, hi = mean_interval(values)
+        return {
+            "final_success_median": float(np.median(values)),
+            "final_success_mean": mean,
+            "final_success_mean_ci95": [lo, hi],
+            "run_env_steps_per_s_median": float(
+                np.median([r["run_env_steps_per_s"] for r in runs[name]])
+            ),
+            "per_seed": runs[name],
+        }
+
+    single, ray_ = summary("single"), summary("ray")
+    return {
+        "base_success": base_eval.success_rate,
+        "dsrl_env_steps": opts.env_steps,
+        "single_success": single["final_success_median"],
+        "ray_success": ray_["final_success_median"],
+        "single_run_env_steps_per_s": single["run_env_steps_per_s_median"],
+        "ray_run_env_steps_per_s": ray_["run_env_steps_per_s_median"],
+        "worker_restarts": restarts,
+        "learner_crashes": crashes,
+        "runs": {"single": single, "ray": ray_},
+    }
+
+
+def _result(learner: DSRL, task, history, wall_s: float, seed: int, opts: ScaleBench) -> dict:
+    final = evaluate(learner.policy, task, opts.eval_episodes, 16, 20_000, progress=False)
+    return {
+        "seed": seed,
+        "final_success": final.success_rate,
+        "final_success_ci95": list(final.success_ci95),
+        "env_steps": history.env_steps[-1],
+        "wall_s": wall_s,
+        "run_env_steps_per_s": history.env_steps[-1] / wall_s,
+        "updates": history.updates,
+        "curve": {"env_steps": history.env_steps, "success": history.success},
+    }
+
+
+def _clear(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
