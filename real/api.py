@@ -124,14 +124,9 @@ class ControlServer:
             raise ApiError(422, f"{type(err).__name__}: {err}") from err
 
     def _load(self, path: str) -> dict:
-        if self.load_policy is None:
+        if self.load_policy is None and not self.daemon.worker.by_path:
             raise ApiError(501, "this daemon was started without a policy loader")
-        with self.daemon._lock:  # refuse before the (slow) load, not after it
-            if self.daemon._ep is not None or self.daemon._pending_start is not None:
-                raise DaemonError("an episode is running: stop it before loading another policy")
-        policy = self.load_policy(path)
-        self.daemon.set_policy(policy, path)
-        return {"policy": path}
+        return self.daemon.load_policy(path, self.load_policy)
 
 
 def _req(body: dict, key: str, kind: type) -> Any:

@@ -35,7 +35,6 @@ from robot_rl import config
 from robot_rl.core.policy import ChunkPolicy
 from robot_rl.data import EpisodeStore
 from robot_rl.improvers.dsrl import DSRLConfig
-from robot_rl.policies.checkpoint import load_policy
 
 ROBOT = "sim_push"
 PARTS = ("period", "bad_actions", "faults", "api", "kill9", "dsrl")
@@ -53,14 +52,21 @@ class DaemonBench:
     """control rate of the period measurement"""
     period_steps: int = 3000
     """control steps measured under load"""
+    period_inference: list[str] = field(default_factory=lambda: ["process", "thread"])
+    """where chunk inference runs, each measured in turn under the same load; the top-level
+    period figures are the first's (what ``robot-rl serve`` runs), the others are prefixed
+    with their name (``thread_period_p99_ms``)"""
+    load_processes: int = 1
+    """BLAS processes (two threads each) loading both cores while the period is measured"""
     bad_actions: int = 10_000
     """random bad actions sent through the daemon"""
     kill9_runs: int = 20
     """daemon processes killed with SIGKILL while recording"""
-    dsrl_episodes: int = 150
-    """training episodes of DSRL through the daemon"""
-    dsrl_eval_episodes: int = 40
-    """episodes of the base and the final evaluation through the daemon"""
+    dsrl_env_steps: int = 30_000
+    """control steps of DSRL training through the daemon (warm-up included), as many as DSRL
+    takes in simulation (configs/improver/dsrl.yaml)"""
+    dsrl_eval_episodes: int = 100
+    """episodes of the base and the final evaluation through the daemon (same seeds)"""
     parts: list[str] = field(default_factory=lambda: list(PARTS))
     """which measurements to run (all by default)"""
 
@@ -145,32 +151,53 @@ class _Served:
 
 
 def period_under_load(policy: str, opts: DaemonBench, tmp: Path) -> dict:
-    """The loop period while a BLAS process keeps both cores busy."""
-    load = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import numpy as np\na = np.random.rand(600, 600)\nwhile True: a @ a",
-        ],
-        env={**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"},
-    )
+    """The loop period while BLAS processes keep both cores busy, for each place inference
+    can run (side by side, same load)."""
+    figures: dict = {"load_processes": opts.load_processes}
+    for n, where in enumerate(opts.period_inference):
+        if where not in ("process", "thread"):
+            raise ValueError(f"period_inference: 'process' or 'thread', got {where!r}")
+        prefix = "" if n == 0 else f"{where}_"
+        result = _period(policy, opts, tmp / f"period_{where}.zarr", where)
+        figures.update({prefix + k: v for k, v in result.items()})
+        if n == 0:
+            figures["period_inference"] = where
+    return figures
+
+
+def _period(policy: str, opts: DaemonBench, store: Path, inference: str) -> dict:
+    loads = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import numpy as np\na = np.random.rand(600, 600)\nwhile True: a @ a",
+            ],
+            env={**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"},
+        )
+        for _ in range(opts.load_processes)
+    ]
     served = _Served(
         f"policy={policy}",
-        f"store={tmp / 'period.zarr'}",
+        f"store={store}",
         f"rate_hz={opts.rate_hz}",
         "max_episode_steps=300",
         "episodes=1000",
+        f"++robot.daemon.inference={inference}",
     )
     try:
         while served.client.status()["metrics"]["episode_steps"] < opts.period_steps:
             time.sleep(0.5)
         metrics = served.client.status()["metrics"]
+        load_average = os.getloadavg()
     finally:
         served.stop()
-        load.kill()
-        load.wait()
+        for load in loads:
+            load.kill()
+            load.wait()
     events = metrics["safety_events"]
     return {
+        "load_average_1min": load_average[0],
         "period_p50_ms": metrics["period_p50_ms"],
         "period_p99_ms": metrics["period_p99_ms"],
         "period_max_ms": metrics["period_max_ms"],
@@ -292,9 +319,12 @@ def bad_actions(task, cfg: SafetyConfig, n: int) -> dict:
 def stall_and_disconnect(task, cfg: SafetyConfig, policy: str, rate: float, tmp: Path) -> dict:
     driver = MujocoDriver(task)
     daemon = _daemon(
-        driver, cfg, DaemonConfig(rate_hz=rate, max_episode_steps=10_000), tmp / "faults.zarr"
+        driver,
+        cfg,
+        DaemonConfig(rate_hz=rate, max_episode_steps=10_000, inference="process"),
+        tmp / "faults.zarr",
     )
-    daemon.set_policy(load_policy(policy))
+    daemon.load_policy(policy)
     daemon.start()
     try:
         daemon.start_episode(seed=0)
@@ -348,10 +378,10 @@ def api_abuse(task, cfg: SafetyConfig, policy: str, rate: float, tmp: Path) -> d
     daemon = _daemon(
         MujocoDriver(task),
         cfg,
-        DaemonConfig(rate_hz=rate, max_episode_steps=10_000),
+        DaemonConfig(rate_hz=rate, max_episode_steps=10_000, inference="process"),
         tmp / "api.zarr",
     )
-    daemon.set_policy(load_policy(policy))
+    daemon.load_policy(policy)
     server = ControlServer(daemon, host="0.0.0.0", port=0, token="bench-token")
     daemon.start()
     server.start()
@@ -438,7 +468,10 @@ def kill9(policy: str, runs: int, tmp: Path) -> dict:
 
 def dsrl_through_daemon(task, cfg: SafetyConfig, policy: str, opts: DaemonBench, tmp: Path) -> dict:
     """DSRL-SAC with the daemon as environment; success of the base and of the steered policy
-    measured through the daemon too. time_scale 3 at 30 Hz runs the task at its own 10 Hz."""
+    measured through the daemon too, on the same episode seeds, with Wilson 95% intervals.
+    time_scale 3 at 30 Hz runs the task at its own 10 Hz; inference in its own process."""
+    from robot_rl.eval.stats import wilson_interval
+
     driver = MujocoDriver(task, time_scale=3.0)
     store = tmp / "dsrl.zarr"
     # Synchronous chunks wait for inference at each chunk boundary: late ticks there are
@@ -447,10 +480,16 @@ def dsrl_through_daemon(task, cfg: SafetyConfig, policy: str, opts: DaemonBench,
     daemon = _daemon(
         driver,
         cfg,
-        DaemonConfig(rate_hz=30, max_episode_steps=50, prefetch=-1, wait_for_chunk_s=2.0),
+        DaemonConfig(
+            rate_hz=30,
+            max_episode_steps=50,
+            prefetch=-1,
+            wait_for_chunk_s=2.0,
+            inference="process",
+        ),
         store,
     )
-    server = ControlServer(daemon, port=0, load_policy=load_policy)
+    server = ControlServer(daemon, port=0)
     daemon.start()
     server.start()
     client = DaemonClient(server.url)
@@ -463,7 +502,7 @@ def dsrl_through_daemon(task, cfg: SafetyConfig, policy: str, opts: DaemonBench,
         ]
         start = time.perf_counter()
         learner, result = improve_on_robot(
-            client, store, policy, dsrl, opts.dsrl_episodes, tmp / "dsrl", seed=0
+            client, store, policy, dsrl, opts.dsrl_env_steps, tmp / "dsrl", seed=0, progress=True
         )
         train_wall = time.perf_counter() - start
         client.load_policy(str(tmp / "dsrl" / "policy"))
@@ -475,12 +514,20 @@ def dsrl_through_daemon(task, cfg: SafetyConfig, policy: str, opts: DaemonBench,
         server.close()
         daemon.shutdown()
     base_rate, final_rate = float(np.mean(base)), float(np.mean(final))
+    n = opts.dsrl_eval_episodes
     return {
         "dsrl_base_success": base_rate,
+        "dsrl_base_ci95": list(wilson_interval(int(sum(base)), n)),
         "dsrl_final_success": final_rate,
+        "dsrl_final_ci95": list(wilson_interval(int(sum(final)), n)),
         "dsrl_gain": final_rate - base_rate,
-        "dsrl_eval_episodes": opts.dsrl_eval_episodes,
+        "dsrl_gain_ci95": _paired_bootstrap(base, final),
+        "dsrl_eval_episodes": n,
+        "dsrl_both_succeeded": int(np.sum(np.array(base) & np.array(final))),
+        "dsrl_only_base_succeeded": int(np.sum(np.array(base) & ~np.array(final))),
+        "dsrl_only_final_succeeded": int(np.sum(~np.array(base) & np.array(final))),
         "dsrl_train_episodes": result.episodes,
+        "dsrl_train_env_steps": result.env_steps,
         "dsrl_train_success_last20": float(np.mean(result.successes[-20:])),
         "dsrl_transitions": result.transitions,
         "dsrl_updates": result.updates,
@@ -494,3 +541,12 @@ def dsrl_through_daemon(task, cfg: SafetyConfig, policy: str, opts: DaemonBench,
             ]
         ),
     }
+
+
+def _paired_bootstrap(base: list[bool], final: list[bool], n: int = 10_000) -> list[float]:
+    """95% interval of the success gain, resampling the evaluation seeds (both policies ran
+    the same seeds, so the pairs are kept together)."""
+    diff = np.asarray(final, np.float64) - np.asarray(base, np.float64)
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), (n, len(diff)))].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]

@@ -44,16 +44,40 @@ def noise_dim(policy: ChunkPolicy) -> int:
     return 1
 
 
+@dataclass(frozen=True)
+class PolicySpec:
+    """What the control loop needs to know of a policy that may live in another process."""
+
+    action_dim: int
+    n_obs_steps: int
+    n_action_steps: int
+    noise_dim: int
+
+    @classmethod
+    def of(cls, policy: ChunkPolicy) -> PolicySpec:
+        return cls(
+            int(policy.action_dim),
+            int(policy.n_obs_steps),
+            int(policy.n_action_steps),
+            noise_dim(policy),
+        )
+
+
 def infer_chunk(
     policy: ChunkPolicy, obs: dict[str, np.ndarray], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """``obs {key: [1, To, ...]}`` -> (executed chunk ``[Ta, A]``, latent noise ``[N]``).
 
-    A steered policy's noise actor picks the noise of its base; a steerable policy denoises
-    noise drawn here, so that the noise can be recorded for latent-noise steering."""
+    A steered policy's noise actor picks the noise of its base (a stochastic one samples its
+    actor with latents drawn from ``rng``, which keeps running across policy reloads); a
+    steerable policy denoises noise drawn here, so that the noise can be recorded for
+    latent-noise steering."""
     base_noise = getattr(policy, "base_noise", None)
     if base_noise is not None:
-        w = base_noise(obs)
+        z = None
+        if not getattr(policy, "deterministic", True):
+            z = rng.standard_normal((1, *policy.noise_shape)).astype(np.float32)
+        w = base_noise(obs, z)
         chunk = policy.base.predict_chunk(obs, w)
     elif isinstance(policy, SteerableChunkPolicy):
         w = rng.standard_normal((1, *policy.noise_shape)).astype(np.float32)
@@ -67,11 +91,20 @@ def infer_chunk(
 
 
 class InferenceWorker:
-    """A thread that turns observation histories into timed chunks, one request at a time."""
+    """A thread that turns observation histories into timed chunks, one request at a time.
+
+    For tests with a fake clock and for policies that exist only as objects; the daemon served
+    by ``robot-rl serve`` runs inference in a process of its own
+    (:class:`real.inference.InferenceProcess`, same interface) so that it cannot hold the
+    control thread's interpreter lock."""
+
+    by_path = False
+    """policies are handed over as objects (:meth:`set_policy`), not loaded from a folder"""
 
     def __init__(self, seed: int = 0, on_latency=None):
         self._cv = threading.Condition()
         self._policy: ChunkPolicy | None = None
+        self._spec: PolicySpec | None = None
         self._request: tuple[dict[str, np.ndarray], int] | None = None
         self._result: TimedChunk | None = None
         self._busy = False
@@ -87,10 +120,18 @@ class InferenceWorker:
     def policy(self) -> ChunkPolicy | None:
         return self._policy
 
+    @property
+    def spec(self) -> PolicySpec | None:
+        return self._spec
+
+    def revive(self) -> None:
+        """Nothing to restart: a thread that raised keeps running (see :attr:`error`)."""
+
     def set_policy(self, policy: ChunkPolicy | None) -> None:
         """Swap the policy (between episodes); pending work is discarded."""
         with self._cv:
             self._policy, self._request, self._result, self.error = policy, None, None, None
+            self._spec = PolicySpec.of(policy) if policy is not None else None
             if policy is not None:
                 policy.reset()
 

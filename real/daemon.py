@@ -1,11 +1,14 @@
 """The deployment daemon: a fixed-rate control loop that runs a chunk policy on a robot behind
 its safety layer, lets an operator take over or stop it, and records every episode.
 
-Threads: the *control* thread ticks at ``rate_hz`` (read -> choose -> write -> record); the
-*inference* thread turns observation histories into timed chunks (:mod:`real.chunks`); the
-control API's threads only set requests that the control thread applies at its next tick,
-so no request can block or skip a tick. Blocking work (driver reset, the first chunk, the
-store append) happens between episodes, and the loop re-phases after it.
+Threads: the *control* thread ticks at ``rate_hz`` (read -> choose -> write -> record);
+inference turns observation histories into timed chunks (:mod:`real.chunks`) in a process of
+its own (``inference="process"``, :mod:`real.inference`: what ``robot-rl serve`` runs, so that
+it never holds the control thread's interpreter lock) or on a thread (``"thread"``: policies
+given as objects, fake clocks in tests); the control API's threads only set requests that the
+control thread applies at its next tick, so no request can block or skip a tick. Blocking
+work (driver reset, the first chunk, the store append) happens between episodes, and the loop
+re-phases after it.
 
 One tick of an episode::
 
@@ -20,6 +23,7 @@ chunk bookkeeping (``chunk_id``, ``chunk_step``, ``latent_noise``) and the label
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -32,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from real.chunks import ChunkSchedule, InferenceWorker, noise_dim
+from real.chunks import ChunkSchedule, InferenceWorker
 from real.metrics import Metrics
 from real.safety import SafetyLayer
 from robot_rl.core import keys
@@ -71,8 +75,16 @@ class DaemonConfig:
     """end the episode when the robot reports success (simulated robots)"""
     seed: int = 0
     """seed of the latent noise drawn for steerable policies"""
+    inference: str = "thread"
+    """where chunk inference runs: 'process' (a spawned child that loads checkpoints from
+    their folders; what ``robot-rl serve`` uses) or 'thread' (policy objects, fake clocks)"""
+    inference_nice: int = -5
+    """nice value of the inference process (below the real-time control thread, above batch
+    work on the same cores); ignored where not permitted"""
 
     def __post_init__(self) -> None:
+        if self.inference not in ("thread", "process"):
+            raise ValueError(f"inference must be 'thread' or 'process', got {self.inference!r}")
         if not 1.0 <= self.rate_hz <= 1000.0:
             raise ValueError(f"rate_hz must be in [1, 1000], got {self.rate_hz}")
         if self.max_episode_steps < 1 or self.prefetch < -1:
@@ -110,7 +122,14 @@ class RobotDaemon:
         self.store_path = Path(store_path) if store_path else None
         self.task_name, self.robot_name = task_name, robot_name
         self.metrics = Metrics(cfg.rate_hz)
-        self.worker = InferenceWorker(cfg.seed, on_latency=self.metrics.inference)
+        if cfg.inference == "process":
+            from real.inference import InferenceProcess
+
+            self.worker = InferenceProcess(
+                cfg.seed, on_latency=self.metrics.inference, nice=cfg.inference_nice
+            )
+        else:
+            self.worker = InferenceWorker(cfg.seed, on_latency=self.metrics.inference)
         self.schedule = ChunkSchedule(cfg.prefetch)
         self.policy_path: str | None = None
         self.episodes: list[dict[str, Any]] = []
@@ -151,16 +170,53 @@ class RobotDaemon:
     # ================================================================ operator requests
 
     def set_policy(self, policy: ChunkPolicy | None, path: str | None = None) -> None:
-        with self._lock:
-            if self._ep is not None or self._pending_start is not None:
-                raise DaemonError("an episode is running: stop it before loading another policy")
-            if policy is not None and policy.action_dim != self.safety.config.action_dim:
-                raise ValueError(
-                    f"policy writes {policy.action_dim}-d actions, the robot takes "
-                    f"{self.safety.config.action_dim}-d"
+        """Hand over a policy object (inference on a thread); see :meth:`load_policy`."""
+        if self.worker.by_path:
+            if policy is not None and path is None:
+                raise TypeError(
+                    "this daemon runs inference in its own process, which loads checkpoints "
+                    "from their folders: give the policy's path (load_policy(path))"
                 )
+            self.load_policy(path)
+            return
+        with self._lock:
+            self._refuse_while_running()
+            if policy is not None:
+                self._check_action_dim(policy.action_dim)
             self.worker.set_policy(policy)
             self.policy_path = path
+
+    def load_policy(self, path: str | None, loader: Callable[[str], Any] | None = None) -> dict:
+        """Load the checkpoint folder ``path`` (base, steered or offline-improved) between
+        episodes: in the inference process, or with ``loader`` (``load_policy``) here."""
+        with self._lock:
+            self._refuse_while_running()
+        if not self.worker.by_path:
+            if loader is None:
+                raise DaemonError("this daemon was started without a policy loader")
+            self.set_policy(loader(path) if path is not None else None, path)
+            return {"policy": path}
+        # The load takes seconds and runs without the daemon's lock (operators can still ask
+        # for the status); a start request meanwhile finds the old policy or none.
+        previous = self.worker.spec
+        spec = self.worker.load(path)
+        if spec is not None and spec.action_dim != self.safety.config.action_dim:
+            self.worker.load(self.policy_path if previous is not None else None)  # keep the old
+            self._check_action_dim(spec.action_dim)
+        with self._lock:
+            self.policy_path = path
+        return {"policy": path}
+
+    def _refuse_while_running(self) -> None:
+        if self._ep is not None or self._pending_start is not None:
+            raise DaemonError("an episode is running: stop it before loading another policy")
+
+    def _check_action_dim(self, action_dim: int) -> None:
+        if action_dim != self.safety.config.action_dim:
+            raise ValueError(
+                f"policy writes {action_dim}-d actions, the robot takes "
+                f"{self.safety.config.action_dim}-d"
+            )
 
     def start_episode(self, seed: int | None = None) -> dict:
         with self._lock:
@@ -168,7 +224,7 @@ class RobotDaemon:
                 raise DaemonError("an episode is already running")
             if self.safety.stopped == "estop":
                 raise DaemonError("the e-stop is latched: clear it first (POST /estop/clear)")
-            if self.worker.policy is None and not self._intervention:
+            if self.worker.spec is None and not self._intervention:
                 raise DaemonError("no policy loaded and no human in control: load a policy first")
             self._pending_start = {"seed": seed}
             self._wake.set()
@@ -230,6 +286,7 @@ class RobotDaemon:
             return {"intervention": self._intervention}
 
     def status(self) -> dict:
+        metrics = self.metrics.snapshot()  # percentiles: not under the lock the loop needs
         with self._lock:
             ep = self._ep
             return {
@@ -240,10 +297,11 @@ class RobotDaemon:
                 "intervention": self._intervention,
                 "policy": self.policy_path,
                 "policy_error": self.worker.error,
+                "inference": self.cfg.inference,
                 "episodes_recorded": len(self.episodes),
                 "last_episode": self.episodes[-1] if self.episodes else None,
                 "store": str(self.store_path) if self.store_path else None,
-                "metrics": self.metrics.snapshot(),
+                "metrics": metrics,
             }
 
     def wait_idle(self, timeout: float) -> bool:
@@ -300,6 +358,12 @@ class RobotDaemon:
         self._rephase = True
         if self.safety.stopped not in (None, "estop"):
             self.safety.clear_stop()  # starting an episode is the operator's decision to resume
+        # Collect garbage now and freeze what survives, so that collections during the episode
+        # scan only the episode's own young objects (no long pause in a tick).
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self.worker.revive()
         try:
             if not self.safety.is_connected:
                 self.safety.connect()
@@ -311,7 +375,7 @@ class RobotDaemon:
             self.episodes.append({"index": None, "aborted": f"start failed: {err}", "steps": 0})
             self._episode_done.notify_all()
             return
-        policy = self.worker.policy
+        policy = self.worker.spec
         n_obs = policy.n_obs_steps if policy is not None else 1
         ep = _Episode(len(self.episodes), request["seed"], deque([obs] * n_obs, maxlen=n_obs))
         self.worker.clear()
@@ -372,8 +436,8 @@ class RobotDaemon:
     def _choose(self, ep: _Episode) -> tuple[np.ndarray, int, int, np.ndarray]:
         """(action, chunk id, index in chunk, latent noise) for this tick."""
         k = ep.steps
-        policy = self.worker.policy
-        dim = noise_dim(policy) if policy is not None else 1
+        policy = self.worker.spec
+        dim = policy.noise_dim if policy is not None else 1
         if policy is not None and not self._intervention:
             chunk = self.worker.take()
             if chunk is not None:
@@ -490,14 +554,14 @@ class RobotDaemon:
         return self._store
 
 
-def raise_priority(what: str) -> None:
+def raise_priority(what: str, priority: int = 10) -> None:
     """Real-time scheduling for the calling thread where allowed, as ros2_control does:
-    SCHED_FIFO, else a lower nice value, else nothing, so that busy neighbours do not delay
-    its wake-ups. The control loop sleeps at least MIN_SLEEP_S every tick, so even a loop that
-    overruns every tick cannot starve the rest of the machine."""
+    SCHED_FIFO at ``priority``, else a lower nice value, else nothing, so that busy neighbours
+    do not delay its wake-ups. The control loop sleeps at least MIN_SLEEP_S every tick, so even
+    a loop that overruns every tick cannot starve the rest of the machine."""
     tid = threading.get_native_id()
     try:
-        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(10))
+        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
         return
     except (AttributeError, PermissionError, OSError):
         pass
@@ -505,6 +569,24 @@ def raise_priority(what: str) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, -10)
     except (AttributeError, PermissionError, OSError):
         log.info("%s runs at normal priority (no permission to raise it)", what)
+
+
+def raise_process_priority(nice: int = -10) -> None:
+    """A lower nice value for every thread of this process, and so for every thread started
+    from them later (Linux threads inherit it). The control thread runs at real-time priority,
+    but it still needs the interpreter lock from the process's other threads (API handlers,
+    the driver's reader): a lock holder starved by busy neighbours would delay the loop for as
+    long as the holder waits for a core (priority inversion)."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [threading.get_native_id()]
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except (AttributeError, PermissionError, OSError):
+            log.info("daemon threads run at normal priority (no permission to raise it)")
+            return
 
 
 def _stack(history: deque) -> dict[str, np.ndarray]:

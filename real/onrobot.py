@@ -16,6 +16,13 @@ history at its first step, its ``latent_noise`` (the noise the base denoised), t
 reward of its steps and the state history where the next chunk starts. Run the daemon with
 synchronous chunks (``prefetch=-1``, ``wait_for_chunk_s > 0``) so every chunk is executed
 from its first action, exactly the chunk MDP that DSRL learns in.
+
+It follows :func:`robot_rl.improvers.online.train_dsrl` step for step, so that a robot learns
+as much per environment step as the simulator does: ``cfg.warmup_env_steps`` of the base's own
+behaviour before any update; the networks' input normalisation fitted on those states before
+the first update; ``utd_ratio`` updates per chunk transition; and the policy pushed for
+training is the *stochastic* noise actor (SAC explores with it), while the checkpoint left at
+the end acts with the actor's mean (``cfg.deterministic``) like every evaluated one.
 """
 
 from __future__ import annotations
@@ -72,7 +79,9 @@ def _history(states: np.ndarray, t: int, n: int) -> np.ndarray:
 @dataclass
 class OnRobotResult:
     episodes: int = 0
+    env_steps: int = 0
     successes: list[bool] = field(default_factory=list)
+    episode_steps: list[int] = field(default_factory=list)
     updates: int = 0
     transitions: int = 0
     pushes: int = 0
@@ -84,13 +93,21 @@ def improve_on_robot(
     store_path: str | Path,
     base_path: str | Path,
     cfg: DSRLConfig,
-    episodes: int,
+    env_steps: int | None,
     out: str | Path,
-    warmup_episodes: int = 5,
+    warmup_env_steps: int | None = None,
     seed: int = 0,
+    max_episodes: int | None = None,
+    progress: bool = False,
 ) -> tuple[DSRL, OnRobotResult]:
-    """Run ``episodes`` training episodes through the daemon; returns the learner and a log.
-    The daemon must serve the base policy's robot; its store is read after every episode."""
+    """Train through the daemon until ``env_steps`` control steps are recorded (default
+    ``cfg.env_steps``) or ``max_episodes`` episodes ran; returns the learner and a log. The
+    daemon must serve the base policy's robot; its store is read after every episode. The
+    first ``warmup_env_steps`` (default ``cfg.warmup_env_steps``) act with the base."""
+    from tqdm.auto import tqdm
+
+    env_steps = cfg.env_steps if env_steps is None else env_steps
+    warmup = cfg.warmup_env_steps if warmup_env_steps is None else warmup_env_steps
     base = load_policy(base_path)
     state_dim = int(base.config.obs_shapes[keys.STATE][-1])
     learner = DSRL(base, base.n_obs_steps * state_dim, cfg)
@@ -100,13 +117,19 @@ def improve_on_robot(
     policy_dir = Path(out) / "policy"
     result, start = OnRobotResult(), time.perf_counter()
     client.load_policy(str(base_path))  # warm-up: the base policy's own noise, N(0, I)
-    for i in range(episodes):
-        if i == warmup_episodes or (i > warmup_episodes and len(replay) >= cfg.sac.batch_size):
-            save_steered(learner.policy, policy_dir, base_path)
-            client.load_policy(str(policy_dir))
+    bar = tqdm(total=env_steps, desc="dsrl on robot", unit="step", disable=not progress)
+    i = 0
+    while result.env_steps < env_steps and (max_episodes is None or i < max_episodes):
+        if result.updates:  # the stochastic actor explores (SAC); pushed after every update
+            _push(learner, policy_dir, base_path, client, deterministic=False)
             result.pushes += 1
         summary = client.run_episode(seed=seed + i)
+        i += 1
         result.successes.append(bool(summary["success"]))
+        result.episode_steps.append(int(summary["steps"]))
+        result.env_steps += int(summary["steps"])
+        bar.update(int(summary["steps"]))
+        bar.set_postfix(success20=f"{np.mean(result.successes[-20:]):.2f}")
         with EpisodeStore.open(store_path) as store:
             episode = store.get_episode(summary["index"])
         batch = chunk_transitions(episode, base.n_obs_steps, learner.n_action_steps, cfg.gamma)
@@ -121,10 +144,24 @@ def improve_on_robot(
             batch["discount"],
         )
         result.transitions += len(batch["state"])
-        if i + 1 >= warmup_episodes and len(replay) >= cfg.sac.batch_size:
+        if result.env_steps >= warmup and len(replay) >= cfg.sac.batch_size:
+            if result.updates == 0:  # as train_dsrl: statistics of the warm-up's states
+                learner.fit_obs_normalization(replay.obs[: len(replay)])
             for _ in range(cfg.sac.utd_ratio * len(batch["state"])):
                 learner.update(replay.sample(cfg.sac.batch_size, learner.generator))
                 result.updates += 1
-    result.episodes, result.wall_s = episodes, time.perf_counter() - start
-    save_steered(learner.policy, policy_dir, base_path)
+    bar.close()
+    result.episodes, result.wall_s = i, time.perf_counter() - start
+    _push(learner, policy_dir, base_path, None, deterministic=cfg.deterministic)
     return learner, result
+
+
+def _push(learner: DSRL, folder: Path, base_path, client: DaemonClient | None, deterministic):
+    """Save the steered policy (stochastic or mean actor) and load it into the daemon."""
+    learner.policy.deterministic = deterministic
+    try:
+        save_steered(learner.policy, folder, base_path)
+    finally:
+        learner.policy.deterministic = learner.cfg.deterministic
+    if client is not None:
+        client.load_policy(str(folder))

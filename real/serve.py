@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from real.api import ControlServer
-from real.daemon import DaemonConfig, RobotDaemon
+from real.daemon import DaemonConfig, RobotDaemon, raise_process_priority
 from real.safety import SafetyConfig, SafetyLayer
 from robot_rl.config import ServeJob
 
@@ -31,6 +31,10 @@ def build(job: ServeJob, driver=None) -> tuple[RobotDaemon, ControlServer]:
     from robot_rl.policies.checkpoint import load_policy
 
     safety = SafetyLayer(driver or make_driver(job.robot), SafetyConfig(**job.robot["safety"]))
+    # A robot config may carry further daemon settings (``daemon: {inference: thread, ...}``,
+    # or ``+robot.daemon.wait_for_chunk_s=2`` on the command line); inference runs in its own
+    # process unless it says otherwise.
+    extra = {"inference": "process", **dict(job.robot.get("daemon") or {})}
     daemon = RobotDaemon(
         safety,
         DaemonConfig(
@@ -38,13 +42,14 @@ def build(job: ServeJob, driver=None) -> tuple[RobotDaemon, ControlServer]:
             max_episode_steps=job.max_episode_steps,
             prefetch=job.prefetch,
             seed=job.seed,
+            **extra,
         ),
         job.store,
         task_name=str(job.robot.get("task", job.robot["name"])),
         robot_name=str(job.robot["name"]),
     )
     if job.policy_path:
-        daemon.set_policy(load_policy(job.policy_path), job.policy_path)
+        daemon.load_policy(job.policy_path, load_policy)
     token = job.token or os.environ.get("ROBOT_RL_TOKEN") or None
     server = ControlServer(daemon, job.host, job.port, token, load_policy=load_policy)
     return daemon, server
@@ -52,8 +57,10 @@ def build(job: ServeJob, driver=None) -> tuple[RobotDaemon, ControlServer]:
 
 def serve(job: ServeJob) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # The control thread must get the interpreter back quickly from the inference thread.
+    # The control thread must get the interpreter back quickly from the API and driver threads
+    # (and from the inference thread where inference runs in this process).
     sys.setswitchinterval(0.0005)
+    raise_process_priority()  # before any thread starts: they all inherit it
     import torch
 
     torch.set_num_threads(1)  # leave a core to the control loop and the robot's I/O

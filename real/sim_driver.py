@@ -345,6 +345,9 @@ class _ProcessLink:
             raise ConnectionError("MuJoCo driver process exited while connecting")
 
     def _read_loop(self) -> None:
+        from real.daemon import raise_priority
+
+        raise_priority("driver reader", 5)  # below the control thread, above everything else
         try:
             while True:
                 kind, payload = self._conn.recv()

@@ -51,3 +51,37 @@ def push_task():
     from robot_rl import config
 
     return config.load_job("eval", config.EvalJob, ["task=push"]).task.build()
+
+
+def tiny_push_diffusion(path):
+    """A small untrained diffusion checkpoint for push (state [10], action [2], Ta 4)."""
+    import torch
+
+    from robot_rl.policies import DiffusionPolicy, DiffusionPolicyConfig, Normalizer, save_policy
+
+    torch.manual_seed(0)
+    config = DiffusionPolicyConfig(
+        obs_shapes={"state": (10,)},
+        action_dim=2,
+        horizon=8,
+        n_obs_steps=2,
+        n_action_steps=4,
+        down_dims=(16, 32),
+        step_embed_dim=16,
+    )
+    stats = {
+        "state": {
+            k: np.full(10, v, np.float32)
+            for k, v in (("min", -1), ("max", 1), ("mean", 0), ("std", 0.5))
+        },
+        "action": {"min": -np.ones(2, np.float32), "max": np.ones(2, np.float32)},
+    }
+    return save_policy(
+        DiffusionPolicy(config, Normalizer.from_stats(stats, config.norm_modes)), path
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusion(tmp_path_factory):
+    """One tiny diffusion checkpoint for every test (building one takes seconds)."""
+    return tiny_push_diffusion(tmp_path_factory.mktemp("tiny_diffusion") / "base")

@@ -15,32 +15,8 @@ from real.onrobot import chunk_transitions, improve_on_robot
 from real.safety import SafetyConfig, SafetyLayer
 from real.sim_driver import MujocoDriver
 from robot_rl.improvers.dsrl import DSRLConfig
-from robot_rl.policies import DiffusionPolicy, DiffusionPolicyConfig, Normalizer, save_policy
 from robot_rl.policies.checkpoint import load_policy
 from robot_rl.rl.sac import SACConfig
-
-
-def _tiny_push_diffusion(path):
-    torch.manual_seed(0)
-    config = DiffusionPolicyConfig(
-        obs_shapes={"state": (10,)},
-        action_dim=2,
-        horizon=8,
-        n_obs_steps=2,
-        n_action_steps=4,
-        down_dims=(16, 32),
-        step_embed_dim=16,
-    )
-    stats = {
-        "state": {
-            k: np.full(10, v, np.float32)
-            for k, v in (("min", -1), ("max", 1), ("mean", 0), ("std", 0.5))
-        },
-        "action": {"min": -np.ones(2, np.float32), "max": np.ones(2, np.float32)},
-    }
-    return save_policy(
-        DiffusionPolicy(config, Normalizer.from_stats(stats, config.norm_modes)), path
-    )
 
 
 def test_chunk_transitions_follow_chunk_ids_and_discount():
@@ -61,8 +37,10 @@ def test_chunk_transitions_follow_chunk_ids_and_discount():
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_dsrl_through_the_daemon_pushes_weights_between_episodes(push_task, clock, tmp_path):
-    base_path = _tiny_push_diffusion(tmp_path / "base")
+def test_dsrl_through_the_daemon_pushes_weights_between_episodes(
+    push_task, clock, tmp_path, tiny_diffusion
+):
+    base_path = tiny_diffusion
     driver = MujocoDriver(push_task, realtime=False, clock=clock, time_scale=3.0)
     store = tmp_path / "robot.zarr"
     daemon = RobotDaemon(
@@ -84,17 +62,22 @@ def test_dsrl_through_the_daemon_pushes_weights_between_episodes(push_task, cloc
             store,
             base_path,
             cfg,
-            episodes=5,
+            env_steps=60,
             out=tmp_path / "run",
-            warmup_episodes=2,
+            warmup_env_steps=24,
         )
     finally:
         server.close()
         daemon.shutdown()
-    assert result.transitions == 5 * 3 and result.updates > 0 and result.pushes >= 2
+    # 5 episodes of 12 steps, 3 chunks each; updates start after the 24-step warm-up once the
+    # replay holds a batch (3 episodes), and the stochastic actor is pushed before each episode
+    assert result.episodes == 5 and result.env_steps == 60 and result.transitions == 5 * 3
+    assert result.updates == 3 + 3 + 3 and result.pushes == 2
+    # the networks' input normalisation was fitted on the warm-up's states, as in simulation
+    assert not torch.equal(learner.sac.actor.obs_norm.scale, torch.ones(20))
     assert daemon.policy_path == str(tmp_path / "run" / "policy")
     # what the daemon ran last is the learner's actor as it was pushed
     pushed = load_policy(tmp_path / "run" / "policy")
     obs = {"state": np.zeros((1, 2, 10), np.float32)}
-    learner.policy.deterministic = pushed.deterministic = True
+    assert pushed.deterministic  # the checkpoint left at the end acts with the actor's mean
     np.testing.assert_allclose(pushed.base_noise(obs), learner.policy.base_noise(obs), atol=1e-6)
