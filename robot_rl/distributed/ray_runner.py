@@ -32,9 +32,11 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,12 +98,38 @@ def checkpoint_files(path: str | Path) -> dict[str, bytes]:
 
 def policy_from_files(files: dict[str, bytes], device: str = "cpu"):
     """:func:`load_policy` of a checkpoint folder shipped as :func:`checkpoint_files`."""
-    folder = Path(tempfile.mkdtemp(prefix="robot_rl_policy_"))
-    for name, data in files.items():
-        target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    return load_policy(folder, device)
+    with tempfile.TemporaryDirectory(prefix="robot_rl_policy_") as tmp:
+        for name, data in files.items():
+            target = Path(tmp) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        return load_policy(tmp, device)
+
+
+@dataclass
+class ShippedCheckpoint:
+    """A checkpoint folder's files in Ray's object store. Passed inside this box, the reference
+    is not resolved by Ray before a call, so restartable actors take no large arguments; its
+    owner keeps the files alive for restarts."""
+
+    ref: Any
+
+    @staticmethod
+    def of(files: dict[str, bytes] | ShippedCheckpoint) -> ShippedCheckpoint:
+        import ray
+
+        return files if isinstance(files, ShippedCheckpoint) else ShippedCheckpoint(ray.put(files))
+
+    def policy(self, device: str = "cpu"):
+        import ray
+
+        return policy_from_files(ray.get(self.ref), device)
+
+
+def _base_policy(base: ShippedCheckpoint | dict[str, bytes], device: str = "cpu"):
+    if isinstance(base, ShippedCheckpoint):
+        return base.policy(device)
+    return policy_from_files(base, device)
 
 
 @dataclass
@@ -119,7 +147,7 @@ class RolloutWorker:
     """A Ray actor: environments and an acting copy of the learner (built from the base's
     checkpoint files)."""
 
-    def __init__(self, spec: WorkerSpec, base_files: dict[str, bytes]):
+    def __init__(self, spec: WorkerSpec, base: ShippedCheckpoint):
         import ray
 
         torch.set_num_threads(1)
@@ -130,16 +158,19 @@ class RolloutWorker:
         if restarted:
             seed += 7919 * (os.getpid() % 10_007)  # a restarted worker plays new episodes
         cfg = replace(spec.cfg, seed=seed, sac=replace(spec.cfg.sac, device="cpu"))
-        self.learner = DSRL(policy_from_files(base_files), spec.obs_dim, cfg)
+        self.learner = DSRL(_base_policy(base), spec.obs_dim, cfg)
         env = task_vector_env(spec.task, self.learner, spec.n_envs, cfg.async_envs)
         self.collector = VectorCollector(env, seed)
+        self.incarnation = uuid.uuid4().hex
 
     def collect(
         self, weights: dict[str, np.ndarray], warmup: bool, vector_steps: int, gamma: float
-    ) -> tuple[Transitions, dict[str, float]]:
+    ) -> tuple[Transitions, dict[str, float], str]:
+        """A batch, the cumulative timings and this process's incarnation (new after a
+        restart, so the learner notices a restart that fell between two calls)."""
         self.learner.load_acting_weights(weights)
         batch = self.collector.collect(self.learner, warmup, vector_steps, gamma)
-        return batch, dict(self.collector.timings)
+        return batch, dict(self.collector.timings), self.incarnation
 
     def pid(self) -> int:
         return os.getpid()
@@ -187,7 +218,7 @@ class RayCollector:
     def __init__(
         self,
         task: TaskConfig,
-        base_files: dict[str, bytes],
+        base: dict[str, bytes] | ShippedCheckpoint,
         cfg: DSRLConfig,
         obs_dim: int,
         runner: RayRunnerConfig,
@@ -196,19 +227,20 @@ class RayCollector:
 
         self.runner = runner
         n_envs = runner.envs_per_worker or cfg.n_envs
-        files = self._files = ray.put(base_files)  # kept alive for worker restarts
+        self.base = ShippedCheckpoint.of(base)  # held: restarted workers read it again
         worker_cls = ray.remote(
             num_cpus=runner.cpus_per_worker, max_restarts=runner.max_worker_restarts
         )(RolloutWorker)
         self.workers = [
             worker_cls.remote(
-                WorkerSpec(task, cfg, obs_dim, n_envs, cfg.seed + 1_000 * (i + 1)), files
+                WorkerSpec(task, cfg, obs_dim, n_envs, cfg.seed + 1_000 * (i + 1)), self.base
             )
             for i in range(runner.workers)
         ]
         self._inflight: dict = {}  # object ref -> worker index
         self.episodes = EpisodeAssembler()
         self.failures = [0] * runner.workers
+        self._incarnations: list[str | None] = [None] * runner.workers
         self.restarts = 0
         self.env_steps = 0
         self.timings: list[dict[str, float]] = [{} for _ in self.workers]
@@ -233,10 +265,14 @@ class RayCollector:
             for ref in ready:
                 i = self._inflight.pop(ref)
                 try:
-                    batch, timings = ray.get(ref)
+                    batch, timings, incarnation = ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
                     self._lost(i, e)
+                    self._incarnations[i] = None  # counted; its next incarnation is expected
                 else:
+                    if self._incarnations[i] not in (None, incarnation):  # died between calls
+                        self._lost(i, RuntimeError("restarted between two calls"))
+                    self._incarnations[i] = incarnation
                     self.timings[i] = timings
                     self.env_steps += batch.env_steps
                     if self.first_batch_at is None:
@@ -253,8 +289,8 @@ class RayCollector:
         self._inflight[ref] = i
 
     def _lost(self, i: int, error: Exception) -> None:
-        """Worker ``i`` died mid-call: drop its partial episodes; Ray restarts it. A worker
-        that cannot even start (bad settings, a missing module) fails the run at once."""
+        """Worker ``i`` died: drop its partial episodes; Ray restarts it. A worker that cannot
+        even start (bad settings, a missing module) fails the run at once."""
         if getattr(error, "_actor_init_failed", False):
             raise RuntimeError(f"rollout worker {i} failed to start: {error}") from error
         self.failures[i] += 1
@@ -302,7 +338,7 @@ class LearnerActor:
     def __init__(
         self,
         task: TaskConfig,
-        base_files: dict[str, bytes],
+        base: ShippedCheckpoint,
         cfg: DSRLConfig,
         obs_dim: int,
         runner: RayRunnerConfig,
@@ -311,15 +347,13 @@ class LearnerActor:
         threads: int,
     ):
         torch.set_num_threads(threads)
-        self.task, self.base_files, self.cfg = task, base_files, cfg
+        self.task, self.base, self.cfg = task, base, cfg
         self.obs_dim, self.runner, self.out, self.base_success = obs_dim, runner, out, base_success
-        self.learner = DSRL(policy_from_files(base_files, cfg.sac.device), obs_dim, cfg)
+        self.learner = DSRL(_base_policy(base, cfg.sac.device), obs_dim, cfg)
         self.collector: RayCollector | None = None
 
     def train(self) -> dict:
-        self.collector = RayCollector(
-            self.task, self.base_files, self.cfg, self.obs_dim, self.runner
-        )
+        self.collector = RayCollector(self.task, self.base, self.cfg, self.obs_dim, self.runner)
         history = train_dsrl(
             self.learner,
             self.task,
@@ -337,6 +371,9 @@ class LearnerActor:
 
     def worker_pids(self) -> list[int]:
         return self.collector.worker_pids() if self.collector else []
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def acting_weights(self) -> dict[str, np.ndarray]:
         return self.learner.acting_weights()
@@ -403,7 +440,7 @@ def train_dsrl_ray(
     import ray
 
     started = init_ray(runner)
-    files = checkpoint_files(base_path)
+    base = ShippedCheckpoint.of(checkpoint_files(base_path))  # held here for learner restarts
     learner_cls = ray.remote(
         num_cpus=runner.learner_cpus,
         num_gpus=runner.learner_gpus,
@@ -412,7 +449,7 @@ def train_dsrl_ray(
     )(LearnerActor)
     threads = max(1, int(runner.learner_cpus))
     learner = learner_cls.remote(
-        task, files, cfg, obs_dim, runner, str(out) if out else None, base_success, threads
+        task, base, cfg, obs_dim, runner, str(out) if out else None, base_success, threads
     )
     bar = tqdm(total=cfg.env_steps, desc=f"dsrl-{cfg.variant} {task.name} (ray)", unit="step")
     bar.disable = not progress
