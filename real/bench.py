@@ -65,6 +65,8 @@ class DaemonBench:
     dsrl_env_steps: int = 30_000
     """control steps of DSRL training through the daemon (warm-up included), as many as DSRL
     takes in simulation (configs/improver/dsrl.yaml)"""
+    dsrl_seed: int = 0
+    """seed of the learner and of the training episodes' scenes (evaluations keep theirs)"""
     dsrl_eval_episodes: int = 100
     """episodes of the base and the final evaluation through the daemon (same seeds)"""
     parts: list[str] = field(default_factory=lambda: list(PARTS))
@@ -486,6 +488,7 @@ def dsrl_through_daemon(task, cfg: SafetyConfig, policy: str, opts: DaemonBench,
             prefetch=-1,
             wait_for_chunk_s=2.0,
             inference="process",
+            seed=opts.dsrl_seed,
         ),
         store,
     )
@@ -495,6 +498,7 @@ def dsrl_through_daemon(task, cfg: SafetyConfig, policy: str, opts: DaemonBench,
     client = DaemonClient(server.url)
     improver = config.load_job("improve", config.ImproveJob, []).improver
     dsrl = DSRLConfig(**{k: v for k, v in improver.items() if k != "kind"})
+    dsrl.seed = opts.dsrl_seed
     try:
         client.load_policy(policy)
         base = [
@@ -502,7 +506,14 @@ def dsrl_through_daemon(task, cfg: SafetyConfig, policy: str, opts: DaemonBench,
         ]
         start = time.perf_counter()
         learner, result = improve_on_robot(
-            client, store, policy, dsrl, opts.dsrl_env_steps, tmp / "dsrl", seed=0, progress=True
+            client,
+            store,
+            policy,
+            dsrl,
+            opts.dsrl_env_steps,
+            tmp / "dsrl",
+            seed=1000 * opts.dsrl_seed,
+            progress=True,
         )
         train_wall = time.perf_counter() - start
         client.load_policy(str(tmp / "dsrl" / "policy"))
@@ -523,6 +534,7 @@ def dsrl_through_daemon(task, cfg: SafetyConfig, policy: str, opts: DaemonBench,
         "dsrl_gain": final_rate - base_rate,
         "dsrl_gain_ci95": _paired_bootstrap(base, final),
         "dsrl_eval_episodes": n,
+        "dsrl_seed": opts.dsrl_seed,
         "dsrl_both_succeeded": int(np.sum(np.array(base) & np.array(final))),
         "dsrl_only_base_succeeded": int(np.sum(np.array(base) & ~np.array(final))),
         "dsrl_only_final_succeeded": int(np.sum(~np.array(base) & np.array(final))),
