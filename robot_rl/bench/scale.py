@@ -61,8 +61,10 @@ class ScaleBench:
     """Ray rollout workers"""
     improver: list[str] = field(default_factory=list)
     """overrides of configs/improver/dsrl.yaml (both runners)"""
-    seconds: float = 30.0
-    """collection time per collector in the collection part (after a warm-up call)"""
+    seconds: float = 15.0
+    """collection time per collector and round in the collection part"""
+    rounds: int = 3
+    """alternating rounds of the single-process collector and the Ray workers"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """seeds of the DSRL runs"""
     env_steps: int = 15_000
@@ -174,6 +176,9 @@ def _render_s_per_step(task, steps: int = 40) -> float:
 
 
 def _collection(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> dict:
+    """Collection alone, acting with the initial noise actor: one Ray worker on its own, then
+    rounds alternating the single-process collector and ``workers`` Ray workers, so the
+    machine's load hits both alike (medians over rounds)."""
     import ray
 
     from robot_rl.distributed.ray_runner import (
@@ -183,42 +188,60 @@ def _collection(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> d
         init_ray,
     )
 
-    learner = DSRL(base, obs_dim, cfg)  # acts with its initial (base-like) noise actor
-
-    local = VectorCollector(task_vector_env(task, learner, cfg.n_envs), cfg.seed)
-    local.collect(learner, warmup=False)
-    start, steps = time.perf_counter(), 0
-    while time.perf_counter() - start < opts.seconds:
-        steps += local.collect(learner, warmup=False).env_steps
-    single = steps / (time.perf_counter() - start)
-    local.close()
-
-    rates = {}
+    learner = DSRL(base, obs_dim, cfg)
     files = checkpoint_files(base_path)
-    for workers in sorted({1, opts.workers}):
-        runner = RayRunnerConfig(workers=workers, learner_cpus=0)
-        started = init_ray(runner)
-        try:
-            collector = RayCollector(task, files, cfg, obs_dim, runner)
+
+    def rate(collect, seconds: float) -> float:
+        collect()  # a first call outside the clock
+        start, steps = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            steps += collect()
+        return steps / (time.perf_counter() - start)
+
+    def ray_collector(workers: int) -> RayCollector:
+        collector = RayCollector(task, files, cfg, obs_dim, RayRunnerConfig(workers=workers))
+        while collector.env_steps == 0 or min(len(t) for t in collector.timings) == 0:
             collector.collect(learner, warmup=False)  # start-up: every worker has answered
-            while collector.env_steps == 0 or min(len(t) for t in collector.timings) == 0:
-                collector.collect(learner, warmup=False)
-            t0, s0 = time.perf_counter(), collector.env_steps
-            while time.perf_counter() - t0 < opts.seconds:
-                collector.collect(learner, warmup=False)
-            rates[workers] = (collector.env_steps - s0) / (time.perf_counter() - t0)
-            collector.close()
-        finally:
-            if started:
-                ray.shutdown()
-    ray_rate = rates[opts.workers]
+        return collector
+
+    def ray_rate(collector: RayCollector, seconds: float) -> float:
+        before = collector.env_steps
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            collector.collect(learner, warmup=False)
+        steps_per_s = (collector.env_steps - before) / (time.perf_counter() - start)
+        collector.drain()  # idle while the other collector is measured
+        return steps_per_s
+
+    started = init_ray(RayRunnerConfig(workers=opts.workers, learner_cpus=0))
+    try:
+        one = ray_collector(1)
+        per_worker = ray_rate(one, opts.seconds)
+        one.close()
+        many = ray_collector(opts.workers)
+        local = VectorCollector(task_vector_env(task, learner, cfg.n_envs), cfg.seed)
+        single_rates, ray_rates = [], []
+        for _ in range(opts.rounds):
+            single_rates.append(
+                rate(lambda: local.collect(learner, warmup=False).env_steps, opts.seconds)
+            )
+            ray_rates.append(ray_rate(many, opts.seconds))
+        local.close()
+        many.close()
+    finally:
+        if started:
+            ray.shutdown()
+    single, ray_ = float(np.median(single_rates)), float(np.median(ray_rates))
     return {
         "single_env_steps_per_s": single,
-        "ray_env_steps_per_s": ray_rate,
-        "speedup": ray_rate / single,
+        "ray_env_steps_per_s": ray_,
+        "speedup": ray_ / single,
+        "speedup_per_round": [r / s for r, s in zip(ray_rates, single_rates, strict=True)],
         "ray_workers": opts.workers,
-        "per_worker_env_steps_per_s": rates[1],
+        "per_worker_env_steps_per_s": per_worker,
         "collection_envs_per_collector": cfg.n_envs,
+        "vector_steps_per_call": RayRunnerConfig().vector_steps_per_call,
+        "load_average_1min": os.getloadavg()[0],
     }
 
 

@@ -59,8 +59,10 @@ class RayRunnerConfig:
     """environments each worker steps in lock-step with one batched policy call; None: the
     improver's ``n_envs`` (each worker collects like the one-machine run, so ``workers``
     times as many environments run in all)"""
-    vector_steps_per_call: int = 1
-    """vector steps (one chunk per environment each) a worker takes per call to it"""
+    vector_steps_per_call: int = 4
+    """vector steps (one chunk per environment each) a worker takes per call to it: more
+    amortise the call's overhead (1 -> 4: a worker's rate 1,150 -> 1,470 env steps/s on push),
+    fewer act with fresher weights"""
     cpus_per_worker: float = 1.0
     """logical CPUs Ray reserves per worker"""
     learner_cpus: float = 1.0
@@ -73,6 +75,8 @@ class RayRunnerConfig:
     """logical CPUs of a local cluster; None: enough for the learner and the workers"""
     max_worker_restarts: int = 20
     """times Ray restarts each dead worker before the run fails"""
+    restart_timeout_s: float = 300.0
+    """a dead worker that is not back within this many seconds fails the run"""
     max_learner_restarts: int = 3
     """times the driver restarts a dead learner (it resumes from ``out/checkpoint``)"""
 
@@ -162,13 +166,22 @@ class RolloutWorker:
         env = task_vector_env(spec.task, self.learner, spec.n_envs, cfg.async_envs)
         self.collector = VectorCollector(env, seed)
         self.incarnation = uuid.uuid4().hex
+        self._version: int | None = None
 
     def collect(
-        self, weights: dict[str, np.ndarray], warmup: bool, vector_steps: int, gamma: float
+        self,
+        weights: dict[str, np.ndarray],
+        version: int,
+        warmup: bool,
+        vector_steps: int,
+        gamma: float,
     ) -> tuple[Transitions, dict[str, float], str]:
         """A batch, the cumulative timings and this process's incarnation (new after a
-        restart, so the learner notices a restart that fell between two calls)."""
-        self.learner.load_acting_weights(weights)
+        restart, so the learner notices a restart that fell between two calls). The weights
+        are loaded only when their version changed."""
+        if version != self._version:
+            self.learner.load_acting_weights(weights)
+            self._version = version
         batch = self.collector.collect(self.learner, warmup, vector_steps, gamma)
         return batch, dict(self.collector.timings), self.incarnation
 
@@ -241,6 +254,9 @@ class RayCollector:
         self.episodes = EpisodeAssembler()
         self.failures = [0] * runner.workers
         self._incarnations: list[str | None] = [None] * runner.workers
+        self._down_since: list[float | None] = [None] * runner.workers
+        self._weights, self._weights_version = None, None
+        self._held: list[Transitions] = []  # episodes received by drain()
         self.restarts = 0
         self.env_steps = 0
         self.timings: list[dict[str, float]] = [{} for _ in self.workers]
@@ -250,43 +266,80 @@ class RayCollector:
 
     def collect(self, actor: DSRL, warmup: bool, gamma: float = 0.99) -> Transitions:
         """Whole episodes received since the last call (at least one); idle workers are sent
-        their next call first, with ``actor``'s current weights."""
+        their next call first, with ``actor``'s current weights (put into the object store
+        once per new version)."""
         import ray
 
-        weights = ray.put(actor.acting_weights())
+        version = actor.sac.updates
+        if version != self._weights_version:
+            self._weights = ray.put(actor.acting_weights())
+            self._weights_version = version
+        call = (self._weights, version, warmup, self.runner.vector_steps_per_call, gamma)
         busy = set(self._inflight.values())
         for i in range(len(self.workers)):
             if i not in busy:
-                self._dispatch(i, weights, warmup, gamma)
+                self._dispatch(i, call)
+        if self._held:
+            held, self._held = self._held, []
+            return Transitions.concat(held)
         while True:
             ready, _ = ray.wait(list(self._inflight), num_returns=1)
             ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
             episodes: list[Transitions] = []
             for ref in ready:
-                i = self._inflight.pop(ref)
-                try:
-                    batch, timings, incarnation = ray.get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
-                    self._lost(i, e)
-                    self._incarnations[i] = None  # counted; its next incarnation is expected
-                else:
-                    if self._incarnations[i] not in (None, incarnation):  # died between calls
-                        self._lost(i, RuntimeError("restarted between two calls"))
-                    self._incarnations[i] = incarnation
-                    self.timings[i] = timings
-                    self.env_steps += batch.env_steps
-                    if self.first_batch_at is None:
-                        self.first_batch_at = (time.perf_counter(), self.env_steps)
-                    episodes += self.episodes.add(i, batch)
-                self._dispatch(i, weights, warmup, gamma)
+                i = self._inflight[ref]
+                episodes += self._receive(ref)
+                self._dispatch(i, call)
             if episodes:
                 return Transitions.concat(episodes)
 
-    def _dispatch(self, i: int, weights, warmup: bool, gamma: float) -> None:
-        ref = self.workers[i].collect.remote(
-            weights, warmup, self.runner.vector_steps_per_call, gamma
-        )
-        self._inflight[ref] = i
+    def drain(self) -> None:
+        """Waits for the calls in flight and sends no new ones (their episodes are kept for
+        the next :meth:`collect`), so the workers go idle."""
+        import ray
+
+        ray.wait(list(self._inflight), num_returns=len(self._inflight))
+        for ref in list(self._inflight):
+            self._held += self._receive(ref)
+
+    def _receive(self, ref) -> list[Transitions]:
+        """The whole episodes a finished call completes; a failed call marks its worker down."""
+        import ray
+
+        i = self._inflight.pop(ref)
+        try:
+            batch, timings, incarnation = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+            self._down(i, e)
+            return []
+        if self._down_since[i] is None and self._incarnations[i] not in (None, incarnation):
+            self._lost(i, RuntimeError("restarted between two calls"))  # died and came back
+        self._down_since[i] = None
+        self._incarnations[i] = incarnation
+        self.timings[i] = timings
+        self.env_steps += batch.env_steps
+        if self.first_batch_at is None:
+            self.first_batch_at = (time.perf_counter(), self.env_steps)
+        return self.episodes.add(i, batch)
+
+    def _dispatch(self, i: int, call: tuple) -> None:
+        self._inflight[self.workers[i].collect.remote(*call)] = i
+
+    def _down(self, i: int, error: Exception) -> None:
+        """A call to worker ``i`` failed: the first failure counts a restart; calls failing
+        while Ray brings it back do not, unless it stays down longer than ``restart_timeout_s``."""
+        now = time.perf_counter()
+        if self._down_since[i] is None:
+            self._down_since[i] = now
+            self._lost(i, error)
+        elif now - self._down_since[i] > self.runner.restart_timeout_s:
+            raise RuntimeError(
+                f"rollout worker {i} has not come back in {self.runner.restart_timeout_s} s "
+                f"(Ray gives up after max_worker_restarts={self.runner.max_worker_restarts}); "
+                f"last error: {error}"
+            ) from error
+        else:
+            time.sleep(0.05)  # it is restarting; ask again shortly
 
     def _lost(self, i: int, error: Exception) -> None:
         """Worker ``i`` died: drop its partial episodes; Ray restarts it. A worker that cannot

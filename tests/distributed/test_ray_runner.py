@@ -101,14 +101,14 @@ def test_dsrl_on_ray_survives_a_killed_worker(tmp_path):
     task = config.load_job("improve", config.ImproveJob, []).task.build()
     base = _tiny_push_base(tmp_path / "base")
     cfg = DSRLConfig(
-        env_steps=500,
+        env_steps=1000,
         warmup_env_steps=100,
         n_envs=2,
-        eval_every=500,
+        eval_every=1000,
         eval_episodes=2,
         sac=SACConfig(hidden_dims=(16, 16), batch_size=16, utd_ratio=1),
     )
-    runner = RayRunnerConfig(workers=2, num_cpus=3)
+    runner = RayRunnerConfig(workers=2, num_cpus=3, vector_steps_per_call=1)
     drills = []
     run = train_dsrl_ray(
         base,
@@ -119,11 +119,11 @@ def test_dsrl_on_ray_survives_a_killed_worker(tmp_path):
         out=tmp_path / "run",
         progress=False,
         base_success=0.0,
-        on_start=lambda learner: drills.append(kill_worker_after(learner, 200)),
+        on_start=lambda learner: drills.append(kill_worker_after(learner, 100)),
     )
     assert run.learner_crashes == 0
-    assert run.collector["worker_restarts"] >= 1  # the killed worker came back
-    assert run.history.env_steps[-1] >= 500 and len(run.history.success) == 1
+    assert run.collector["worker_restarts"] == 1  # the killed worker came back, counted once
+    assert run.history.env_steps[-1] >= 1000 and len(run.history.success) == 1
     assert run.history.updates > 0 and (tmp_path / "run" / "checkpoint").exists()
     assert run.collector["episodes"] >= 4  # 50-step episodes, whole ones only
     assert set(run.weights) and all(np.isfinite(w).all() for w in run.weights.values())
