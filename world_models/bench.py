@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from robot_rl import config
+from robot_rl.bench.common import pretrain_base
 from robot_rl.eval.rollout import evaluate
 from robot_rl.eval.stats import mean_interval
 from robot_rl.improvers.dsrl import DSRL
@@ -103,7 +104,7 @@ def run(overrides: list[str]) -> dict:
 def _state_part(opts: WorldModelBench, out: Path) -> dict:
     task = config.load_job("improve", config.ImproveJob, [f"task={opts.task}"]).task.build()
     with tempfile.TemporaryDirectory(prefix="robot_rl_bench_wm_") as tmp:
-        base_path = opts.base or _pretrain_base(opts.task, Path(tmp))
+        base_path = opts.base or pretrain_base(opts.task, Path(tmp))
         base = load_policy(base_path)
         obs_dim = check_base_matches_task(base, task)
         store, collection = _make_store(opts, task, base, base_path, out)
@@ -169,18 +170,6 @@ def _state_part(opts: WorldModelBench, out: Path) -> dict:
 
 def _numeric(runs: list[dict], key: str) -> bool:
     return all(isinstance(r[key], int | float) and not isinstance(r[key], bool) for r in runs)
-
-
-def _pretrain_base(task: str, tmp: Path) -> str:
-    from robot_rl.jobs.demo import demo
-
-    job = config.load_job(
-        "demo",
-        config.DemoJob,
-        [f"task={task}", f"out={tmp / 'demo'}", "eval.video_episodes=0", "~improver"],
-    )
-    demo(job)
-    return str(tmp / "demo" / "policy")
 
 
 def _make_store(opts, task, base, base_path, out: Path) -> tuple[Path, dict]:

@@ -15,11 +15,11 @@ import torch
 from omegaconf import OmegaConf
 
 from robot_rl import config
+from robot_rl.bench.common import pretrain_base
 from robot_rl.bench.sb3 import sb3_sac_run, sb3_update_timer
 from robot_rl.eval.rollout import evaluate
 from robot_rl.improvers.dsrl import DSRL, DSRLConfig
 from robot_rl.improvers.online import train_dsrl
-from robot_rl.jobs.demo import demo
 from robot_rl.jobs.improve import check_base_matches_task, dsrl_config
 from robot_rl.policies import load_policy
 from robot_rl.rl.replay import ReplayBuffer
@@ -65,7 +65,7 @@ def run(overrides: list[str]) -> dict:
         "improve", config.ImproveJob, [f"improver.{o}" for o in opts.improver]
     ).improver
     with tempfile.TemporaryDirectory(prefix="robot_rl_bench_dsrl_") as tmp:
-        base_path = opts.base or _pretrain_base(opts.task, Path(tmp))
+        base_path = opts.base or pretrain_base(opts.task, Path(tmp))
         base = load_policy(base_path)
         obs_dim = check_base_matches_task(base, task)
         base_eval = evaluate(base, task, opts.eval_episodes, 16, 20_000, progress=False)
@@ -123,14 +123,6 @@ def run(overrides: list[str]) -> dict:
         sac_updates_per_s=ours, sb3_sac_updates_per_s=theirs, sb3_updates_ratio=ours / theirs
     )
     return figures
-
-
-def _pretrain_base(task: str, tmp: Path) -> str:
-    job = config.load_job(
-        "demo", config.DemoJob, [f"task={task}", f"out={tmp / 'demo'}", "eval.video_episodes=0"]
-    )
-    demo(job)
-    return str(tmp / "demo" / "policy")
 
 
 def _dsrl_run(base, obs_dim, task, cfg: DSRLConfig, base_success: float, opts: DSRLBench) -> dict:

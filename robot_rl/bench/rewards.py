@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from robot_rl import config
-from robot_rl.bench.previous import merge_previous
+from robot_rl.bench.common import merge_previous, pretrain_base
 from robot_rl.core import keys
 from robot_rl.core.envs import make_vector_env, step_info
 from robot_rl.core.reward import VectorRewardWrapper
@@ -286,7 +286,6 @@ def _time_chunk_envs(task: TaskConfig, model, n_envs: int = 8, vector_steps: int
 
 
 def _dsrl_part(task: TaskConfig, opts: RewardsBench, classifier, out: Path) -> dict:
-    from robot_rl.bench.dsrl import _pretrain_base
     from robot_rl.improvers.dsrl import DSRL
     from robot_rl.improvers.online import train_dsrl
     from robot_rl.jobs.improve import check_base_matches_task, dsrl_config
@@ -296,7 +295,7 @@ def _dsrl_part(task: TaskConfig, opts: RewardsBench, classifier, out: Path) -> d
     # the classifier's verdict (1 at p >= its calibrated threshold) rewards and ends episodes
     sparse = SuccessClassifier.load(out / "classifier", reward="sparse")
     with tempfile.TemporaryDirectory(prefix="robot_rl_bench_rewards_") as tmp:
-        base_path = opts.base or _pretrain_base(opts.task, Path(tmp))
+        base_path = opts.base or pretrain_base(opts.task, Path(tmp))
         base = load_policy(base_path)
         obs_dim = check_base_matches_task(base, task)
         base_eval = evaluate(base, task, opts.eval_episodes, 16, 20_000, progress=False)

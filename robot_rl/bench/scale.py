@@ -33,7 +33,7 @@ import torch
 from omegaconf import OmegaConf
 
 from robot_rl import config
-from robot_rl.bench.previous import merge_previous
+from robot_rl.bench.common import merge_previous, pretrain_base
 from robot_rl.core.task import make_env
 from robot_rl.eval.rollout import evaluate
 from robot_rl.eval.stats import mean_interval
@@ -103,9 +103,7 @@ def run(overrides: list[str]) -> dict:
         if opts.base:
             base_path = opts.base
         else:
-            from robot_rl.bench.dsrl import _pretrain_base
-
-            base_path = _pretrain_base(opts.task, Path(tmp))
+            base_path = pretrain_base(opts.task, Path(tmp))
         base = load_policy(base_path)
         obs_dim = check_base_matches_task(base, task)
         figures["base_checkpoint"] = str(base_path)

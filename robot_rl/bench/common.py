@@ -1,10 +1,13 @@
-"""Suites whose parts run at different times (a long learning part overnight, a timing part on
-a quiet machine) merge the figures of parts not run now from an earlier JSON of the suite."""
+"""What several suites share: the base policy they pretrain when given none, and merging the
+figures of parts not run now from an earlier JSON of the suite (a long learning part run
+overnight, a timing part on a quiet machine)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from robot_rl import config
 
 MACHINE_KEYS = ("cores", "machine", "python", "bench_wall_s")
 
@@ -22,3 +25,16 @@ def merge_previous(figures: dict, path: str | Path) -> None:
             figures[key] = value
             taken.append(key)
     figures["parts_from_previous"] = {"file": str(path), "keys": taken}
+
+
+def pretrain_base(task: str, tmp: Path) -> str:
+    """The demo's data and pretraining (not its DSRL stage) on ``task``; the policy folder."""
+    from robot_rl.jobs.demo import demo
+
+    job = config.load_job(
+        "demo",
+        config.DemoJob,
+        [f"task={task}", f"out={tmp / 'demo'}", "eval.video_episodes=0", "~improver"],
+    )
+    demo(job)
+    return str(tmp / "demo" / "policy")
