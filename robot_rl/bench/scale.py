@@ -18,12 +18,16 @@ Parts (``parts=[...]``):
 * ``dsrl``: per seed, DSRL in one process and with ``workers`` Ray workers at the same budget;
   final success on ``eval_episodes`` episodes, env steps/s end to end; in the Ray run of the
   first seed a worker is killed (``kill -9``) at ``kill_at`` of the budget.
+* ``learner_drill``: a short Ray run (3,000 env steps, checkpoints every 1,000) whose learner
+  process is killed at 1,500: the driver restarts it and it resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,7 +48,7 @@ from robot_rl.jobs.improve import check_base_matches_task, dsrl_config
 from robot_rl.policies import load_policy
 from robot_rl.rl.replay import ReplayBuffer
 
-PARTS = ("breakdown", "collection", "learner", "dsrl")
+PARTS = ("breakdown", "collection", "learner", "dsrl", "learner_drill")
 
 
 @dataclass
@@ -115,6 +119,8 @@ def run(overrides: list[str]) -> dict:
             figures.update(_learner(task, base, obs_dim, cfg, figures))
         if "dsrl" in opts.parts:
             figures.update(_dsrl(task, base_path, base, obs_dim, cfg, opts))
+        if "learner_drill" in opts.parts:
+            figures.update(_learner_drill(task, base_path, obs_dim, cfg, Path(opts.out)))
     if opts.previous:
         merge_previous(figures, opts.previous)
     return figures
@@ -353,6 +359,47 @@ def _dsrl(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> dict:
         "worker_restarts": restarts,
         "learner_crashes": crashes,
         "runs": {"single": single, "ray": ray_},
+    }
+
+
+def _learner_drill(task, base_path, obs_dim: int, cfg, out: Path) -> dict:
+    import ray
+
+    from robot_rl.distributed.ray_runner import RayRunnerConfig, train_dsrl_ray
+
+    drill_cfg = replace(cfg, env_steps=3_000, eval_every=1_000, eval_episodes=10)
+    killed: list[int] = []
+
+    def kill_learner(learner) -> None:
+        def drill():
+            while ray.get(learner.status.remote())["env_steps"] < 1_500:
+                time.sleep(0.3)
+            killed.append(ray.get(learner.pid.remote()))
+            os.kill(killed[-1], signal.SIGKILL)
+
+        threading.Thread(target=drill, daemon=True).start()
+
+    _clear(out / "learner_drill")
+    run = train_dsrl_ray(
+        base_path,
+        task,
+        drill_cfg,
+        obs_dim,
+        RayRunnerConfig(workers=2),
+        out=out / "learner_drill",
+        progress=False,
+        base_success=0.0,
+        on_start=kill_learner,
+    )
+    return {
+        "learner_drill": {
+            "learner_killed": len(killed),
+            "learner_restarts_seen": run.learner_crashes,
+            "completed_env_steps": run.history.env_steps[-1],
+            "evaluations_at": run.history.env_steps,
+            "env_steps_after_restart": run.collector["env_steps"],
+            "wall_s": run.wall_s,
+        }
     }
 
 

@@ -415,12 +415,19 @@ class LearnerActor:
             base_success=self.base_success,
             collector=self.collector,
         )
-        return {"history": asdict(history), "collector": self.collector.stats()}
+        return {
+            "history": asdict(history),
+            "collector": self.collector.stats(),
+            "pid": os.getpid(),
+        }
 
     def status(self) -> dict:
-        if self.collector is None:
-            return {"env_steps": 0, "worker_restarts": 0}
-        return {"env_steps": self.collector.env_steps, "worker_restarts": self.collector.restarts}
+        collector = self.collector
+        return {
+            "env_steps": collector.env_steps if collector else 0,
+            "worker_restarts": collector.restarts if collector else 0,
+            "pid": os.getpid(),
+        }
 
     def worker_pids(self) -> list[int]:
         return self.collector.worker_pids() if self.collector else []
@@ -488,8 +495,9 @@ def train_dsrl_ray(
     """DSRL with ``runner.workers`` Ray rollout workers and a Ray learner; the driver shows a
     progress bar and restarts a dead learner (which resumes from ``out/checkpoint``).
 
-    ``on_start(learner_handle)`` is called once the learner runs (tests and the scale
-    benchmark use it to reach the workers)."""
+    ``on_start(learner_handle)`` is called once, when the learner starts training (tests and
+    the scale benchmark use it to reach the workers). ``learner_crashes`` counts the learner
+    processes that died (distinct learner processes seen, minus one)."""
     import ray
 
     started = init_ray(runner)
@@ -506,23 +514,41 @@ def train_dsrl_ray(
     )
     bar = tqdm(total=cfg.env_steps, desc=f"dsrl-{cfg.variant} {task.name} (ray)", unit="step")
     bar.disable = not progress
-    crashes, start = 0, time.perf_counter()
+    start, pids, down_since = time.perf_counter(), set(), None
     try:
+        done = learner.train.remote()
+        if on_start is not None:
+            on_start(learner)
         while True:
-            done = learner.train.remote()
-            if on_start is not None:
-                on_start(learner)
+            if ray.wait([done], timeout=1.0)[0]:
+                try:
+                    result = ray.get(done)
+                    pids.add(result["pid"])
+                    break
+                except ray.exceptions.RayActorError as err:
+                    # the learner died (or is restarting); Ray brings it back within its
+                    # max_restarts and train() resumes from out/checkpoint
+                    down_since = down_since or time.perf_counter()
+                    gave_up = not isinstance(err, ray.exceptions.ActorUnavailableError) and (
+                        len(pids) - 1 >= runner.max_learner_restarts
+                    )
+                    if gave_up or time.perf_counter() - down_since > runner.restart_timeout_s:
+                        raise RuntimeError(
+                            f"the learner died and did not come back (restarts so far: "
+                            f"{max(len(pids) - 1, 0)}, max_learner_restarts="
+                            f"{runner.max_learner_restarts}): {err}"
+                        ) from err
+                    time.sleep(1.0)
+                    done = learner.train.remote()
+                    continue
             try:
-                while not ray.wait([done], timeout=1.0)[0]:
-                    status = ray.get(learner.status.remote())
-                    bar.n = min(status["env_steps"], cfg.env_steps)
-                    bar.set_postfix(restarts=status["worker_restarts"])
-                result = ray.get(done)
-                break
-            except ray.exceptions.RayActorError:
-                crashes += 1
-                if crashes > runner.max_learner_restarts:
-                    raise
+                status = ray.get(learner.status.remote(), timeout=10.0)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                continue  # restarting: the next ray.wait sees train() fail
+            down_since = None
+            pids.add(status["pid"])
+            bar.n = min(status["env_steps"], cfg.env_steps)
+            bar.set_postfix(restarts=status["worker_restarts"], learner_restarts=len(pids) - 1)
         weights = ray.get(learner.acting_weights.remote())
     finally:
         bar.close()
@@ -533,6 +559,6 @@ def train_dsrl_ray(
         history=History(**result["history"]),
         collector=result["collector"],
         weights=weights,
-        learner_crashes=crashes,
+        learner_crashes=max(len(pids) - 1, 0),
         wall_s=time.perf_counter() - start,
     )
