@@ -60,9 +60,13 @@ class RayRunnerConfig:
     improver's ``n_envs`` (each worker collects like the one-machine run, so ``workers``
     times as many environments run in all)"""
     vector_steps_per_call: int = 4
-    """vector steps (one chunk per environment each) a worker takes per call to it: more
-    amortise the call's overhead (1 -> 4: a worker's rate 1,150 -> 1,470 env steps/s on push),
-    fewer act with fresher weights"""
+    """vector steps (one chunk per environment each) a worker takes per call to it; more
+    amortise the call's overhead (1 -> 4: a worker's rate 1,150 -> 1,470 env steps/s on push)"""
+    sync: bool = True
+    """each round, wait for every worker and send them all the newest weights, so every
+    transition is collected by the weights of its round; false re-sends a worker as soon as its
+    batch arrives, overlapping collection with updates at the cost of a round of staleness (on
+    push with 4 steps per call DSRL then reached 0.32 against 0.58 in one process)"""
     cpus_per_worker: float = 1.0
     """logical CPUs Ray reserves per worker"""
     learner_cpus: float = 1.0
@@ -283,13 +287,16 @@ class RayCollector:
             held, self._held = self._held, []
             return Transitions.concat(held)
         while True:
-            ready, _ = ray.wait(list(self._inflight), num_returns=1)
+            wait_for = len(self._inflight) if self.runner.sync else 1
+            ready, _ = ray.wait(list(self._inflight), num_returns=wait_for)
             ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
             episodes: list[Transitions] = []
+            received = [self._inflight[ref] for ref in ready]
             for ref in ready:
-                i = self._inflight[ref]
                 episodes += self._receive(ref)
-                self._dispatch(i, call)
+            if not (self.runner.sync and episodes):  # sync: idle until the next round's weights
+                for i in received:
+                    self._dispatch(i, call)
             if episodes:
                 return Transitions.concat(episodes)
 
