@@ -81,3 +81,35 @@ class ToySteerable(SteerableChunkPolicy):
 
 def toy_task_config() -> TaskConfig:
     return TaskConfig(name="toy", env_id=TOY_ID, register_module="gymnasium")
+
+
+def tiny_diffusion(
+    state_dim: int,
+    action_dim: int,
+    horizon: int,
+    n_action_steps: int,
+    state_max: float = 1.0,
+    inference_steps: int = 2,
+):
+    """A small untrained diffusion policy (``inference_steps`` DDIM steps over 10 train steps)
+    on these shapes, state normalised from [-1, state_max], actions in [-1, 1]."""
+    from robot_rl.policies import DiffusionPolicy, DiffusionPolicyConfig, Normalizer
+
+    config = DiffusionPolicyConfig(
+        obs_shapes={"state": (state_dim,)},
+        action_dim=action_dim,
+        horizon=horizon,
+        n_action_steps=n_action_steps,
+        n_obs_steps=2,
+        down_dims=(8,),
+        step_embed_dim=8,
+        num_train_timesteps=10,
+        num_inference_steps=inference_steps,
+    )
+    one = np.ones(state_dim, np.float32)
+    act = np.ones(action_dim, np.float32)
+    stats = {
+        "state": {"min": -one, "max": state_max * one, "mean": 0 * one, "std": one},
+        "action": {"min": -act, "max": act},
+    }
+    return DiffusionPolicy(config, Normalizer.from_stats(stats, config.norm_modes))

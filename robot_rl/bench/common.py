@@ -7,9 +7,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from robot_rl import config
 
 MACHINE_KEYS = ("cores", "machine", "python", "bench_wall_s")
+
+
+def bench_options(schema: type, overrides: list[str], parts: tuple[str, ...] | None = None):
+    """A suite's settings dataclass from ``key=value`` overrides; with ``parts``, its
+    ``parts`` list is checked against them."""
+    opts = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(overrides))
+    )
+    if parts is not None:
+        unknown = sorted(set(opts.parts) - set(parts))
+        if unknown:
+            raise ValueError(f"unknown parts {unknown}; parts: {list(parts)}")
+    return opts
 
 
 def merge_previous(figures: dict, path: str | Path) -> None:

@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from robot_rl import config
-from robot_rl.bench.common import merge_previous, pretrain_base
+from robot_rl.bench.common import bench_options, merge_previous, pretrain_base
 from robot_rl.core import keys
 from robot_rl.core.envs import make_vector_env, step_info
 from robot_rl.core.reward import VectorRewardWrapper
@@ -80,12 +80,7 @@ class RewardsBench:
 
 
 def run(overrides: list[str]) -> dict:
-    opts: RewardsBench = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(RewardsBench), OmegaConf.from_dotlist(overrides))
-    )
-    unknown = sorted(set(opts.parts) - set(PARTS))
-    if unknown:
-        raise ValueError(f"unknown parts {unknown}; parts: {list(PARTS)}")
+    opts: RewardsBench = bench_options(RewardsBench, overrides, PARTS)
     torch.set_num_threads(1)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)

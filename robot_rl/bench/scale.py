@@ -37,7 +37,7 @@ import torch
 from omegaconf import OmegaConf
 
 from robot_rl import config
-from robot_rl.bench.common import merge_previous, pretrain_base
+from robot_rl.bench.common import bench_options, merge_previous, pretrain_base
 from robot_rl.core.task import make_env
 from robot_rl.eval.rollout import evaluate
 from robot_rl.eval.stats import mean_interval
@@ -87,12 +87,7 @@ class ScaleBench:
 
 
 def run(overrides: list[str]) -> dict:
-    opts: ScaleBench = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(ScaleBench), OmegaConf.from_dotlist(overrides))
-    )
-    unknown = sorted(set(opts.parts) - set(PARTS))
-    if unknown:
-        raise ValueError(f"unknown parts {unknown}; parts: {list(PARTS)}")
+    opts: ScaleBench = bench_options(ScaleBench, overrides, PARTS)
     torch.set_num_threads(1)
     task = config.load_job("improve", config.ImproveJob, [f"task={opts.task}"]).task.build()
     improver = config.load_job(

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from toys import tiny_diffusion
 
 from robot_rl import config
 from robot_rl.distributed.ray_runner import (
@@ -13,7 +14,7 @@ from robot_rl.distributed.ray_runner import (
 from robot_rl.improvers.collectors import Transitions
 from robot_rl.improvers.dsrl import DSRLConfig
 from robot_rl.jobs.improve import improve_job
-from robot_rl.policies import DiffusionPolicy, DiffusionPolicyConfig, Normalizer, save_policy
+from robot_rl.policies import save_policy
 from robot_rl.rl.sac import SACConfig
 
 
@@ -63,25 +64,7 @@ def test_improve_job_rejects_bad_runner_settings(tmp_path):
 
 
 def _tiny_push_base(path):
-    config = DiffusionPolicyConfig(
-        obs_shapes={"state": (10,)},
-        action_dim=2,
-        horizon=8,
-        n_obs_steps=2,
-        n_action_steps=8,
-        down_dims=(8,),
-        step_embed_dim=8,
-        num_train_timesteps=10,
-        num_inference_steps=2,
-    )
-    one = np.ones(10, np.float32)
-    stats = {
-        "state": {"min": -one, "max": one, "mean": 0 * one, "std": one},
-        "action": {"min": -np.ones(2, np.float32), "max": np.ones(2, np.float32)},
-    }
-    return save_policy(
-        DiffusionPolicy(config, Normalizer.from_stats(stats, config.norm_modes)), path
-    )
+    return save_policy(tiny_diffusion(10, 2, horizon=8, n_action_steps=8), path)
 
 
 def test_checkpoint_files_rebuild_the_same_policy(tmp_path):
