@@ -339,6 +339,7 @@ class _Loader:
         self._bases: dict[tuple[str, float], object] = {}
 
     def load(self, path: str):
+        from robot_rl.improvers.steered import steered_with_base
         from robot_rl.policies.checkpoint import load_policy
 
         config_file = Path(path) / "config.json"
@@ -353,7 +354,7 @@ class _Loader:
         key = (str(base_path), _mtime(base_path))
         if key not in self._bases:
             self._bases = {key: load_policy(base_path)}
-        return _load_steered_with_base(path, config, self._bases[key])
+        return steered_with_base(path, config, self._bases[key])
 
 
 def _mtime(folder: Path) -> float:
@@ -361,26 +362,3 @@ def _mtime(folder: Path) -> float:
         return max(f.stat().st_mtime for f in folder.iterdir())
     except (OSError, ValueError):
         return 0.0
-
-
-def _load_steered_with_base(path: str, config: dict, base):
-    """:func:`robot_rl.improvers.steered.load_steered` with its base already loaded."""
-    from safetensors.torch import load_file
-
-    from robot_rl.improvers.steered import STEERED_FILE, SteeredPolicy
-    from robot_rl.rl.networks import TanhGaussianActor
-
-    actor = TanhGaussianActor(
-        config["obs_dim"], config["noise_dim"], config["hidden_dims"], config["layer_norm"]
-    )
-    weights = Path(path) / STEERED_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"steered checkpoint {path} has no {STEERED_FILE}")
-    actor.load_state_dict(load_file(str(weights)))
-    return SteeredPolicy(
-        base,
-        actor.eval(),
-        config["noise_bound"],
-        config.get("deterministic", False),
-        n_action_steps=config.get("n_action_steps"),
-    )

@@ -138,11 +138,16 @@ def load_steered(path: str | Path, config: dict, device: str = "cpu") -> Steered
             f"{path / 'config.json'}: base checkpoint {base_path} is missing; the steered policy "
             "references its base by path: restore it there or edit base_path"
         )
-    base = load_policy(base_path, device=device)
+    return steered_with_base(path, config, load_policy(base_path, device=device))
+
+
+def steered_with_base(path: str | Path, config: dict, base) -> SteeredPolicy:
+    """The steered policy saved at ``path`` (its ``config``) around an already loaded base,
+    e.g. one a caller keeps cached across weight pushes."""
     actor = TanhGaussianActor(
         config["obs_dim"], config["noise_dim"], config["hidden_dims"], config["layer_norm"]
     )
-    weights = path / STEERED_FILE
+    weights = Path(path) / STEERED_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"steered checkpoint {path} has no {STEERED_FILE}")
     actor.load_state_dict(load_file(str(weights)))
