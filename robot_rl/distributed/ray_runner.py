@@ -59,14 +59,16 @@ class RayRunnerConfig:
     """environments each worker steps in lock-step with one batched policy call; None: the
     improver's ``n_envs`` (each worker collects like the one-machine run, so ``workers``
     times as many environments run in all)"""
-    vector_steps_per_call: int = 4
-    """vector steps (one chunk per environment each) a worker takes per call to it; more
-    amortise the call's overhead (1 -> 4: a worker's rate 1,150 -> 1,470 env steps/s on push)"""
-    sync: bool = True
-    """each round, wait for every worker and send them all the newest weights, so every
-    transition is collected by the weights of its round; false re-sends a worker as soon as its
-    batch arrives, overlapping collection with updates at the cost of a round of staleness (on
-    push with 4 steps per call DSRL then reached 0.32 against 0.58 in one process)"""
+    vector_steps_per_call: int = 1
+    """vector steps (one chunk per environment each) a worker takes per call. More amortise
+    the call's overhead (a worker's rate 1,200 -> 1,535 env steps/s on push from 1 to 4) but
+    hand the learner bigger rounds of data from one version of the weights; DSRL on push
+    learned less at 4 (see the README's scale figures)"""
+    sync: bool = False
+    """wait for every worker each round and send them all the newest weights (each batch is
+    collected by the weights of its round, in rounds as big as all workers' calls); False
+    sends a worker its next call as soon as its batch arrives (collection overlaps the updates,
+    each batch is one round stale)"""
     cpus_per_worker: float = 1.0
     """logical CPUs Ray reserves per worker"""
     learner_cpus: float = 1.0
