@@ -194,6 +194,9 @@ class RolloutWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def current_incarnation(self) -> str:
+        return self.incarnation
+
 
 class EpisodeAssembler:
     """Holds each (worker, environment)'s chunk transitions until its episode's last chunk
@@ -387,8 +390,21 @@ class RayCollector:
         }
 
     def close(self) -> None:
+        """Settles the count of restarts (a worker killed near the end may still be coming
+        back: waits for it up to ``restart_timeout_s``), then stops the workers."""
         import ray
 
+        timeout = self.runner.restart_timeout_s
+        for ref in list(self._inflight):
+            if ray.wait([ref], timeout=timeout)[0]:
+                self._held += self._receive(ref)
+        for i, worker in enumerate(self.workers):
+            try:
+                now = ray.get(worker.current_incarnation.remote(), timeout=timeout)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                continue
+            if self._down_since[i] is None and self._incarnations[i] not in (None, now):
+                self._lost(i, RuntimeError("restarted while idle"))
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         self.workers, self._inflight = [], {}
