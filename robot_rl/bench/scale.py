@@ -130,15 +130,7 @@ def _breakdown(task, base, obs_dim: int, cfg, vector_steps: int = 30) -> dict:
     collector.close()
     env_steps = sum(b.env_steps for b in batches)
     transitions = sum(len(b) for b in batches)
-    replay = ReplayBuffer(obs_dim, learner.noise_dim + learner.chunk_dim, 10_000)
-    for b in batches:
-        replay.add(b.state, b.action, b.reward, b.next_state, b.discount)
-    learner.fit_obs_normalization(replay.obs[: len(replay)])
-    n_updates = 200
-    start = time.perf_counter()
-    for _ in range(n_updates):
-        learner.update(replay.sample(cfg.sac.batch_size, learner.generator))
-    update_s = (time.perf_counter() - start) / n_updates
+    update_s = _seconds_per_update(learner, batches, updates=200)
     render_s = _render_s_per_step(task)
     per_step = {
         "env_ms": 1e3 * collector.timings["env_s"] / env_steps,
@@ -157,6 +149,22 @@ def _breakdown(task, base, obs_dim: int, cfg, vector_steps: int = 30) -> dict:
         "note": "render_ms is what a camera image per step adds (image rewards or policies); "
         "the state task renders nothing",
     }
+
+
+def _seconds_per_update(learner: DSRL, batches, updates: int, untimed: int = 0) -> float:
+    """Seconds per learner update on a replay of ``batches`` (input statistics fitted from
+    them, as before a run's first update), after ``untimed`` updates off the clock."""
+    replay = ReplayBuffer(learner.obs_dim, learner.noise_dim + learner.chunk_dim, 10_000)
+    for b in batches:
+        replay.add(b.state, b.action, b.reward, b.next_state, b.discount)
+    learner.fit_obs_normalization(replay.obs[: len(replay)])
+    batch_size = learner.cfg.sac.batch_size
+    for _ in range(untimed):
+        learner.update(replay.sample(batch_size, learner.generator))
+    start = time.perf_counter()
+    for _ in range(updates):
+        learner.update(replay.sample(batch_size, learner.generator))
+    return (time.perf_counter() - start) / updates
 
 
 def _render_s_per_step(task, steps: int = 40) -> float:
@@ -247,18 +255,11 @@ def _collection(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> d
 def _learner(task, base, obs_dim: int, cfg, figures: dict, updates: int = 300) -> dict:
     learner = DSRL(base, obs_dim, cfg)
     collector = VectorCollector(task_vector_env(task, learner, cfg.n_envs), cfg.seed)
-    replay = ReplayBuffer(obs_dim, learner.noise_dim + learner.chunk_dim, 10_000)
-    while len(replay) < 4 * cfg.sac.batch_size:
-        b = collector.collect(learner, warmup=True)
-        replay.add(b.state, b.action, b.reward, b.next_state, b.discount)
+    batches = []
+    while sum(len(b) for b in batches) < 4 * cfg.sac.batch_size:
+        batches.append(collector.collect(learner, warmup=True))
     collector.close()
-    learner.fit_obs_normalization(replay.obs[: len(replay)])
-    for _ in range(20):
-        learner.update(replay.sample(cfg.sac.batch_size, learner.generator))
-    start = time.perf_counter()
-    for _ in range(updates):
-        learner.update(replay.sample(cfg.sac.batch_size, learner.generator))
-    updates_per_s = updates / (time.perf_counter() - start)
+    updates_per_s = 1.0 / _seconds_per_update(learner, batches, updates, untimed=20)
     ingest = updates_per_s / cfg.sac.utd_ratio
     ingest_env_steps = ingest * learner.n_action_steps
     out = {

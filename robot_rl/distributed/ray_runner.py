@@ -136,12 +136,6 @@ class ShippedCheckpoint:
         return policy_from_files(ray.get(self.ref), device)
 
 
-def _base_policy(base: ShippedCheckpoint | dict[str, bytes], device: str = "cpu"):
-    if isinstance(base, ShippedCheckpoint):
-        return base.policy(device)
-    return policy_from_files(base, device)
-
-
 @dataclass
 class WorkerSpec:
     """Everything a rollout worker builds itself from (plain data, nothing unpickles code)."""
@@ -168,7 +162,7 @@ class RolloutWorker:
         if restarted:
             seed += 7919 * (os.getpid() % 10_007)  # a restarted worker plays new episodes
         cfg = replace(spec.cfg, seed=seed, sac=replace(spec.cfg.sac, device="cpu"))
-        self.learner = DSRL(_base_policy(base), spec.obs_dim, cfg)
+        self.learner = DSRL(base.policy(), spec.obs_dim, cfg)
         env = task_vector_env(spec.task, self.learner, spec.n_envs, cfg.async_envs)
         self.collector = VectorCollector(env, seed)
         self.incarnation = uuid.uuid4().hex
@@ -427,7 +421,7 @@ class LearnerActor:
         torch.set_num_threads(threads)
         self.task, self.base, self.cfg = task, base, cfg
         self.obs_dim, self.runner, self.out, self.base_success = obs_dim, runner, out, base_success
-        self.learner = DSRL(_base_policy(base, cfg.sac.device), obs_dim, cfg)
+        self.learner = DSRL(base.policy(cfg.sac.device), obs_dim, cfg)
         self.collector: RayCollector | None = None
 
     def train(self) -> dict:
