@@ -65,6 +65,8 @@ class ScaleBench:
     """Ray rollout workers"""
     improver: list[str] = field(default_factory=list)
     """overrides of configs/improver/dsrl.yaml (both runners)"""
+    runner: list[str] = field(default_factory=list)
+    """overrides of configs/runner/ray.yaml for the Ray runs (e.g. ``calls_in_flight=1``)"""
     seconds: float = 15.0
     """collection time per collector and round in the collection part"""
     rounds: int = 3
@@ -94,8 +96,16 @@ def run(overrides: list[str]) -> dict:
         "improve", config.ImproveJob, [f"improver.{o}" for o in opts.improver]
     ).improver
     cfg = dsrl_config(improver)
+    runner = {
+        k: v
+        for k, v in config.load_job(
+            "improve", config.ImproveJob, ["runner=ray"] + [f"runner.{o}" for o in opts.runner]
+        ).runner.items()
+        if k != "kind"
+    }
     figures: dict = {
         "settings": OmegaConf.to_container(OmegaConf.structured(opts)),
+        "runner": runner,
         "cores": os.cpu_count(),
     }
     with tempfile.TemporaryDirectory(prefix="robot_rl_bench_scale_") as tmp:
@@ -109,11 +119,11 @@ def run(overrides: list[str]) -> dict:
         if "breakdown" in opts.parts:
             figures["breakdown"] = _breakdown(task, base, obs_dim, cfg)
         if "collection" in opts.parts:
-            figures.update(_collection(task, base_path, base, obs_dim, cfg, opts))
+            figures.update(_collection(task, base_path, base, obs_dim, cfg, opts, runner))
         if "learner" in opts.parts:
             figures.update(_learner(task, base, obs_dim, cfg, figures))
         if "dsrl" in opts.parts:
-            figures.update(_dsrl(task, base_path, base, obs_dim, cfg, opts))
+            figures.update(_dsrl(task, base_path, base, obs_dim, cfg, opts, runner))
         if "learner_drill" in opts.parts:
             figures.update(_learner_drill(task, base_path, obs_dim, cfg, Path(opts.out)))
     if opts.previous:
@@ -154,7 +164,9 @@ def _breakdown(task, base, obs_dim: int, cfg, vector_steps: int = 30) -> dict:
 def _seconds_per_update(learner: DSRL, batches, updates: int, untimed: int = 0) -> float:
     """Seconds per learner update on a replay of ``batches`` (input statistics fitted from
     them, as before a run's first update), after ``untimed`` updates off the clock."""
-    replay = ReplayBuffer(learner.obs_dim, learner.noise_dim + learner.chunk_dim, 10_000)
+    replay = ReplayBuffer(
+        learner.obs_dim, learner.noise_dim + learner.chunk_dim, 10_000, learner.cfg.sac.device
+    )
     for b in batches:
         replay.add(b.state, b.action, b.reward, b.next_state, b.discount)
     learner.fit_obs_normalization(replay.obs[: len(replay)])
@@ -182,7 +194,7 @@ def _render_s_per_step(task, steps: int = 40) -> float:
     return max(timings[1] - timings[0], 0.0)
 
 
-def _collection(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> dict:
+def _collection(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench, runner: dict) -> dict:
     """Collection alone, acting with the initial noise actor: one Ray worker on its own, then
     rounds alternating the single-process collector and ``workers`` Ray workers, so the
     machine's load hits both alike (medians over rounds)."""
@@ -206,7 +218,8 @@ def _collection(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> d
         return steps / (time.perf_counter() - start)
 
     def ray_collector(workers: int) -> RayCollector:
-        collector = RayCollector(task, files, cfg, obs_dim, RayRunnerConfig(workers=workers))
+        settings = RayRunnerConfig(**{**runner, "workers": workers})
+        collector = RayCollector(task, files, cfg, obs_dim, settings)
         while collector.env_steps == 0 or min(len(t) for t in collector.timings) == 0:
             collector.collect(learner, warmup=False)  # start-up: every worker has answered
         return collector
@@ -220,7 +233,7 @@ def _collection(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> d
         collector.drain()  # idle while the other collector is measured
         return steps_per_s
 
-    started = init_ray(RayRunnerConfig(workers=opts.workers, learner_cpus=0))
+    started = init_ray(RayRunnerConfig(**{**runner, "workers": opts.workers, "learner_cpus": 0}))
     try:
         one = ray_collector(1)
         per_worker = ray_rate(one, opts.seconds)
@@ -247,7 +260,8 @@ def _collection(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> d
         "ray_workers": opts.workers,
         "per_worker_env_steps_per_s": per_worker,
         "collection_envs_per_collector": cfg.n_envs,
-        "vector_steps_per_call": RayRunnerConfig().vector_steps_per_call,
+        "vector_steps_per_call": runner.get("vector_steps_per_call"),
+        "calls_in_flight": runner.get("calls_in_flight"),
         "load_average_1min": os.getloadavg()[0],
     }
 
@@ -271,10 +285,37 @@ def _learner(task, base, obs_dim: int, cfg, figures: dict, updates: int = 300) -
     per_worker = figures.get("per_worker_env_steps_per_s")
     if per_worker:
         out["workers_one_learner_can_feed"] = ingest_env_steps / per_worker
+    out["learner_sizes"] = _learner_sizes(base, obs_dim, cfg, batches)
     return out
 
 
-def _dsrl(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> dict:
+# (hidden widths, batch): the default, the SAC paper's, and sizes that need a GPU
+LEARNER_SIZES = (((128, 128), 128), ((256, 256), 256), ((512,) * 3, 256), ((1024,) * 3, 1024))
+
+
+def _learner_sizes(base, obs_dim: int, cfg, batches, updates: int = 40) -> list[dict]:
+    """Updates/s of the learner at bigger sizes, on the CPU (one thread; the two biggest
+    skipped, they take seconds per update) and on CUDA when there is a GPU: how the learner
+    side of a cluster scales with the hardware it gets."""
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    sizes = []
+    for device in devices:
+        for hidden, batch in LEARNER_SIZES if device == "cuda" else LEARNER_SIZES[:3]:
+            sac = replace(cfg.sac, hidden_dims=hidden, batch_size=batch, device=device)
+            learner = DSRL(base, obs_dim, replace(cfg, sac=sac))
+            seconds = _seconds_per_update(learner, batches, updates, untimed=10)
+            sizes.append(
+                {
+                    "device": device,
+                    "hidden_dims": list(hidden),
+                    "batch_size": batch,
+                    "updates_per_s": 1.0 / seconds,
+                }
+            )
+    return sizes
+
+
+def _dsrl(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench, runner: dict) -> dict:
     from robot_rl.distributed.ray_runner import RayRunnerConfig, kill_worker_after, train_dsrl_ray
 
     base_eval = evaluate(base, task, opts.eval_episodes, 16, 20_000, progress=False)
@@ -306,7 +347,7 @@ def _dsrl(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench) -> dict:
             task,
             seed_cfg,
             obs_dim,
-            RayRunnerConfig(workers=opts.workers),
+            RayRunnerConfig(**{**runner, "workers": opts.workers}),
             out=out,
             progress=False,
             base_success=base_eval.success_rate,

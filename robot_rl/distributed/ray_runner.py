@@ -10,9 +10,10 @@ learner and the same :func:`train_dsrl` loop as on one machine, fed by Ray actor
     LearnerActor   train_dsrl(collector=RayCollector): the updates, evaluations and
                    checkpoints of the one-machine run
 
-The collection is asynchronous: a worker is sent its next call, with the newest noise-actor
-weights, as soon as its batch arrives, so the workers step their environments while the learner
-updates. The update-to-data ratio is kept exactly: ``utd_ratio`` updates per transition that
+The collection is asynchronous: each worker has ``calls_in_flight`` calls queued (2 by
+default), and a new one, with the newest noise-actor weights, is sent as soon as a batch
+arrives, so the workers step their environments while the learner updates and never wait for
+its answer. The update-to-data ratio is kept exactly: ``utd_ratio`` updates per transition that
 reaches the replay buffer. Transitions reach it a whole episode at a time (the collector holds an
 episode's chunks until its last one arrives), so when a worker dies its partial episodes are
 dropped, never half-learned from; Ray restarts the worker and it starts new episodes.
@@ -69,6 +70,11 @@ class RayRunnerConfig:
     collected by the weights of its round, in rounds as big as all workers' calls); False
     sends a worker its next call as soon as its batch arrives (collection overlaps the updates,
     each batch is one round stale)"""
+    calls_in_flight: int = 2
+    """calls queued at each worker (overlapped mode; sync rounds use one): with 2 a worker
+    starts its next batch the moment it returns one instead of waiting for the learner to
+    answer (one worker on push: 1,201 env steps/s with 1 against the one-process collector's
+    1,712). Each call more makes the acting weights one call staler"""
     cpus_per_worker: float = 1.0
     """logical CPUs Ray reserves per worker"""
     learner_cpus: float = 1.0
@@ -92,6 +98,8 @@ class RayRunnerConfig:
                 f"workers and vector_steps_per_call must be >= 1, got {self.workers}, "
                 f"{self.vector_steps_per_call}"
             )
+        if self.calls_in_flight < 1:
+            raise ValueError(f"calls_in_flight must be >= 1, got {self.calls_in_flight}")
         if self.envs_per_worker is not None and self.envs_per_worker < 1:
             raise ValueError(f"envs_per_worker must be >= 1 or None, got {self.envs_per_worker}")
         if self.max_worker_restarts < 0 or self.max_learner_restarts < 0:
@@ -253,7 +261,8 @@ class RayCollector:
             )
             for i in range(runner.workers)
         ]
-        self._inflight: dict = {}  # object ref -> worker index
+        self._inflight: dict = {}  # object ref -> worker index, in the order of dispatch
+        self.depth = 1 if runner.sync else runner.calls_in_flight
         self.episodes = EpisodeAssembler()
         self.failures = [0] * runner.workers
         self._incarnations: list[str | None] = [None] * runner.workers
@@ -278,24 +287,21 @@ class RayCollector:
             self._weights = ray.put(actor.acting_weights())
             self._weights_version = version
         call = (self._weights, version, warmup, self.runner.vector_steps_per_call, gamma)
-        busy = set(self._inflight.values())
-        for i in range(len(self.workers)):
-            if i not in busy:
-                self._dispatch(i, call)
+        self._fill(call)
         if self._held:
             held, self._held = self._held, []
             return Transitions.concat(held)
         while True:
             wait_for = len(self._inflight) if self.runner.sync else 1
-            ready, _ = ray.wait(list(self._inflight), num_returns=wait_for)
+            ray.wait(list(self._inflight), num_returns=wait_for)
+            # every finished call, oldest first (a worker's calls finish in the order sent)
             ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
+            ready = set(ready)
             episodes: list[Transitions] = []
-            received = [self._inflight[ref] for ref in ready]
-            for ref in ready:
+            for ref in [r for r in self._inflight if r in ready]:
                 episodes += self._receive(ref)
             if not (self.runner.sync and episodes):  # sync: idle until the next round's weights
-                for i in received:
-                    self._dispatch(i, call)
+                self._fill(call)
             if episodes:
                 return Transitions.concat(episodes)
 
@@ -328,8 +334,11 @@ class RayCollector:
             self.first_batch_at = (time.perf_counter(), self.env_steps)
         return self.episodes.add(i, batch)
 
-    def _dispatch(self, i: int, call: tuple) -> None:
-        self._inflight[self.workers[i].collect.remote(*call)] = i
+    def _fill(self, call: tuple) -> None:
+        """Tops every worker up to ``depth`` calls in flight."""
+        for i in range(len(self.workers)):
+            for _ in range(self.depth - sum(1 for w in self._inflight.values() if w == i)):
+                self._inflight[self.workers[i].collect.remote(*call)] = i
 
     def _down(self, i: int, error: Exception) -> None:
         """A call to worker ``i`` failed: the first failure counts a restart; calls failing

@@ -138,7 +138,7 @@ class DSRL:
             hidden, n = cfg.sac.hidden_dims, cfg.sac.n_critics
             self.action_critic = CriticEnsemble(
                 obs_dim, self.chunk_dim, hidden, n, cfg.sac.layer_norm
-            )
+            ).to(cfg.sac.device)
             self.action_critic_target = copy.deepcopy(self.action_critic).requires_grad_(False)
             self.action_critic_opt = torch.optim.Adam(
                 self.action_critic.parameters(), lr=cfg.sac.critic_lr
@@ -152,7 +152,7 @@ class DSRL:
         if warmup:  # the base policy's own behaviour: w ~ N(0, I), clipped to the bound
             w = self.rng.standard_normal((state.shape[0], self.noise_dim))
             return np.clip(w / self.cfg.noise_bound, -0.999, 0.999).astype(np.float32)
-        return self.sac.act(torch.from_numpy(state), deterministic=not explore).numpy()
+        return self.sac.act(torch.from_numpy(state), deterministic=not explore).cpu().numpy()
 
     def act(self, state: np.ndarray, explore: bool, warmup: bool) -> tuple[np.ndarray, np.ndarray]:
         """For a collector: the stored action row ``[scaled noise | executed chunk]`` and the
@@ -218,7 +218,7 @@ class DSRL:
         half = n // 2
         gaussian = (
             torch.randn(half, self.noise_dim, generator=self.generator) / self.cfg.noise_bound
-        )
+        ).to(obs.device)
         with torch.no_grad():
             actor_noise, _ = self.sac.actor(obs[half:])
             noise = torch.cat([gaussian.clamp(-0.999, 0.999), actor_noise])
@@ -232,8 +232,9 @@ class DSRL:
         return {"critic_loss": loss.item(), "q_mean": q.mean().item()}
 
     def _chunks(self, obs: torch.Tensor, scaled_noise: torch.Tensor) -> torch.Tensor:
-        chunk = self.base_chunk(obs.numpy(), scaled_noise.numpy())
-        return torch.from_numpy(np.ascontiguousarray(chunk.reshape(chunk.shape[0], -1)))
+        chunk = self.base_chunk(obs.cpu().numpy(), scaled_noise.cpu().numpy())
+        flat = np.ascontiguousarray(chunk.reshape(chunk.shape[0], -1))
+        return torch.from_numpy(flat).to(obs.device)
 
     # checkpointing --------------------------------------------------------------------------
     def modules(self) -> dict[str, torch.nn.Module]:

@@ -114,8 +114,8 @@ def train_dsrl(
     eval_task, _ = training_task(task, cfg)
     out = Path(out) if out else None
     writer = _writer(out)
-    replay = ReplayBuffer(
-        learner.obs_dim, learner.noise_dim + learner.chunk_dim, cfg.replay_capacity
+    replay = ReplayBuffer(  # kept on the CPU; sampled batches go to the learner's device
+        learner.obs_dim, learner.noise_dim + learner.chunk_dim, cfg.replay_capacity, cfg.sac.device
     )
     history, env_steps = History(base_success=base_success), 0
     if out and resume and (out / "checkpoint").exists():

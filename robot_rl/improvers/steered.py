@@ -73,15 +73,16 @@ class SteeredPolicy(SteerableChunkPolicy):
     @torch.no_grad()
     def base_noise(self, obs: Observation, z: np.ndarray | None = None) -> np.ndarray:
         """The latent noise handed to the base, ``[B, *base.noise_shape]``, within the bound."""
-        s = torch.from_numpy(flat_state(obs))
-        mean, log_std = self.actor.gaussian(s)
+        device = next(self.actor.parameters()).device  # the learner's, e.g. cuda
+        mean, log_std = self.actor.gaussian(torch.from_numpy(flat_state(obs)).to(device))
         pre = mean
         if z is None and not self.deterministic:
             z = self.rng.standard_normal(mean.shape)
         if z is not None:
-            pre = mean + log_std.exp() * torch.as_tensor(z, dtype=torch.float32).reshape(mean.shape)
+            z = torch.as_tensor(z, dtype=torch.float32, device=device).reshape(mean.shape)
+            pre = mean + log_std.exp() * z
         w = self.noise_bound * torch.tanh(pre)
-        return w.numpy().reshape(batch_size(obs), *self.base.noise_shape)
+        return w.cpu().numpy().reshape(batch_size(obs), *self.base.noise_shape)
 
     def predict_chunk(self, obs: Observation, noise: np.ndarray | None = None) -> np.ndarray:
         return self.base.predict_chunk(obs, self.base_noise(obs, noise))

@@ -110,3 +110,35 @@ def test_dsrl_on_ray_survives_a_killed_worker(tmp_path):
     assert run.history.updates > 0 and (tmp_path / "run" / "checkpoint").exists()
     assert run.collector["episodes"] >= 4  # 50-step episodes, whole ones only
     assert set(run.weights) and all(np.isfinite(w).all() for w in run.weights.values())
+
+
+def test_queued_calls_keep_each_workers_episodes_in_order(tmp_path):
+    ray = pytest.importorskip("ray")
+    from robot_rl.distributed.ray_runner import RayCollector, init_ray
+    from robot_rl.improvers.dsrl import DSRL
+
+    task = config.load_job("improve", config.ImproveJob, []).task.build()
+    base = _tiny_push_base(tmp_path / "base")
+    cfg = DSRLConfig(n_envs=2, sac=SACConfig(hidden_dims=(16, 16), batch_size=16))
+    runner = RayRunnerConfig(workers=2, num_cpus=3, calls_in_flight=3)
+    started = init_ray(runner)
+    try:
+        learner = DSRL(policy_from_files(checkpoint_files(base)), 20, cfg)
+        collector = RayCollector(task, checkpoint_files(base), cfg, 20, runner)
+        episodes = []
+        while collector.episodes.completed < 6:
+            batch = collector.collect(learner, warmup=True)
+            assert sorted(collector._inflight.values()) == [0, 0, 0, 1, 1, 1]
+            episodes.append(batch)
+        collector.close()
+    finally:
+        if started:
+            ray.shutdown()
+    for batch in episodes:
+        for env_id in np.unique(batch.env_id):  # an id's rows are its whole episodes, in order
+            rows = batch.rows(batch.env_id == env_id)
+            assert rows.done[-1]
+            starts = np.flatnonzero(np.r_[True, rows.done[:-1]])
+            chained = np.ones(len(rows) - 1, bool)
+            chained[starts[1:] - 1] = False  # a new episode does not continue the last one
+            np.testing.assert_array_equal(rows.next_state[:-1][chained], rows.state[1:][chained])
