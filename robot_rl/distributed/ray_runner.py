@@ -294,11 +294,15 @@ class RayCollector:
         while True:
             wait_for = len(self._inflight) if self.runner.sync else 1
             ray.wait(list(self._inflight), num_returns=wait_for)
-            # every finished call, oldest first (a worker's calls finish in the order sent)
             ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
             ready = set(ready)
+            # a worker's calls finish in the order sent, so the first finished call in the
+            # order of dispatch is the oldest of its worker. Overlapped, the learner takes one
+            # call's batch at a time and updates on it before the next (as the one-machine loop
+            # does after each vector step); a sync round takes them all
+            done = [r for r in self._inflight if r in ready]
             episodes: list[Transitions] = []
-            for ref in [r for r in self._inflight if r in ready]:
+            for ref in done if self.runner.sync else done[:1]:
                 episodes += self._receive(ref)
             if not (self.runner.sync and episodes):  # sync: idle until the next round's weights
                 self._fill(call)
