@@ -10,13 +10,13 @@ learner and the same :func:`train_dsrl` loop as on one machine, fed by Ray actor
     LearnerActor   train_dsrl(collector=RayCollector): the updates, evaluations and
                    checkpoints of the one-machine run
 
-The collection is asynchronous: each worker has ``calls_in_flight`` calls queued (2 by
-default), and a new one, with the newest noise-actor weights, is sent as soon as a batch
-arrives, so the workers step their environments while the learner updates and never wait for
-its answer. The update-to-data ratio is kept exactly: ``utd_ratio`` updates per transition that
-reaches the replay buffer. Transitions reach it a whole episode at a time (the collector holds an
-episode's chunks until its last one arrives), so when a worker dies its partial episodes are
-dropped, never half-learned from; Ray restarts the worker and it starts new episodes.
+The collection is asynchronous: each worker has ``calls_in_flight`` calls queued (1 by default),
+and a new one, with the newest noise-actor weights, is sent as soon as a batch arrives, so the
+workers step their environments while the learner updates. The update-to-data ratio is kept
+exactly: ``utd_ratio`` updates per transition that reaches the replay buffer. Transitions reach
+it a whole episode at a time (the collector holds an episode's chunks until its last one
+arrives), so when a worker dies its partial episodes are dropped, never half-learned from; Ray
+restarts the worker and it starts new episodes.
 The learner writes its resumable checkpoint at every evaluation; if the learner process dies, the
 driver restarts it and it continues from that checkpoint.
 
@@ -70,11 +70,12 @@ class RayRunnerConfig:
     collected by the weights of its round, in rounds as big as all workers' calls); False
     sends a worker its next call as soon as its batch arrives (collection overlaps the updates,
     each batch is one round stale)"""
-    calls_in_flight: int = 2
-    """calls queued at each worker (overlapped mode; sync rounds use one): with 2 a worker
-    starts its next batch the moment it returns one instead of waiting for the learner to
-    answer (one worker on push: 1,201 env steps/s with 1 against the one-process collector's
-    1,712). Each call more makes the acting weights one call staler"""
+    calls_in_flight: int = 1
+    """calls queued at each worker (overlapped mode; sync rounds use one). With 2 a worker
+    starts its next batch the moment it returns one instead of waiting for the learner's
+    answer: 2 workers collected 1.50-1.69x the one-process rate on push (1.23x with 1), but
+    each batch is acted by older weights, and DSRL learned less (median 0.25-0.37 against
+    0.58 in one process; see the README's scale figures)"""
     cpus_per_worker: float = 1.0
     """logical CPUs Ray reserves per worker"""
     learner_cpus: float = 1.0
@@ -296,13 +297,9 @@ class RayCollector:
             ray.wait(list(self._inflight), num_returns=wait_for)
             ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
             ready = set(ready)
-            # a worker's calls finish in the order sent, so the first finished call in the
-            # order of dispatch is the oldest of its worker. Overlapped, the learner takes one
-            # call's batch at a time and updates on it before the next (as the one-machine loop
-            # does after each vector step); a sync round takes them all
-            done = [r for r in self._inflight if r in ready]
             episodes: list[Transitions] = []
-            for ref in done if self.runner.sync else done[:1]:
+            # every finished call, oldest first (a worker's calls finish in the order sent)
+            for ref in [r for r in self._inflight if r in ready]:
                 episodes += self._receive(ref)
             if not (self.runner.sync and episodes):  # sync: idle until the next round's weights
                 self._fill(call)
