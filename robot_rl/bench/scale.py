@@ -66,7 +66,7 @@ class ScaleBench:
     improver: list[str] = field(default_factory=list)
     """overrides of configs/improver/dsrl.yaml (both runners)"""
     runner: list[str] = field(default_factory=list)
-    """overrides of configs/runner/ray.yaml for the Ray runs (e.g. ``calls_in_flight=1``)"""
+    """overrides of configs/runner/ray.yaml for the Ray runs (e.g. ``calls_in_flight=2``)"""
     seconds: float = 15.0
     """collection time per collector and round in the collection part"""
     rounds: int = 3
@@ -294,9 +294,9 @@ LEARNER_SIZES = (((128, 128), 128), ((256, 256), 256), ((512,) * 3, 256), ((1024
 
 
 def _learner_sizes(base, obs_dim: int, cfg, batches, updates: int = 40) -> list[dict]:
-    """Updates/s of the learner at bigger sizes, on the CPU (one thread; the two biggest
-    skipped, they take seconds per update) and on CUDA when there is a GPU: how the learner
-    side of a cluster scales with the hardware it gets."""
+    """Updates/s of the learner at bigger sizes, on the CPU (one thread; the biggest skipped:
+    already 512x3 runs at about 11 updates/s there) and on CUDA when there is a GPU: how the
+    learner side of a cluster scales with the hardware it gets."""
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     sizes = []
     for device in devices:
