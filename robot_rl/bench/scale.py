@@ -386,11 +386,22 @@ def _dsrl(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench, runner: di
         }
 
     single, ray_ = summary("single"), summary("ray")
+    singles = [r["final_success"] for r in runs["single"]]
+    gap, gap_lo, gap_hi = mean_interval(
+        [r["final_success"] - s for r, s in zip(runs["ray"], singles, strict=True)]
+    )
     return {
         "base_success": base_eval.success_rate,
         "dsrl_env_steps": opts.env_steps,
         "single_success": single["final_success_median"],
         "ray_success": ray_["final_success_median"],
+        # the same success: the Ray median inside the single-process seeds' spread, and the
+        # paired (same seed) Ray - single difference's 95% interval holds zero
+        "ray_success_within_single_spread": bool(
+            min(singles) <= ray_["final_success_median"] <= max(singles)
+        ),
+        "success_gap_ray_minus_single": gap,
+        "success_gap_ci95": [gap_lo, gap_hi],
         "single_run_env_steps_per_s": single["run_env_steps_per_s_median"],
         "ray_run_env_steps_per_s": ray_["run_env_steps_per_s_median"],
         "worker_restarts": restarts,

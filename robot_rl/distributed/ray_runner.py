@@ -10,13 +10,16 @@ learner and the same :func:`train_dsrl` loop as on one machine, fed by Ray actor
     LearnerActor   train_dsrl(collector=RayCollector): the updates, evaluations and
                    checkpoints of the one-machine run
 
-The collection is asynchronous: each worker has ``calls_in_flight`` calls queued (1 by default),
-and a new one, with the newest noise-actor weights, is sent as soon as a batch arrives, so the
-workers step their environments while the learner updates. The update-to-data ratio is kept
-exactly: ``utd_ratio`` updates per transition that reaches the replay buffer. Transitions reach
-it a whole episode at a time (the collector holds an episode's chunks until its last one
-arrives), so when a worker dies its partial episodes are dropped, never half-learned from; Ray
-restarts the worker and it starts new episodes.
+The collection is asynchronous: a worker that hands in a batch is sent its next call with the
+newest noise-actor weights. While the weights stay the same (warm-up, collection alone) each
+worker keeps ``calls_in_flight`` calls queued, so it never waits for the learner's answer; once
+the learner updates between calls, a worker's next call waits for the learner's next round, so
+no batch is acted by weights the learner has already moved past (``queue_while_learning``
+keeps the queue full anyway, for a learner that keeps up with its workers).
+The update-to-data ratio is kept exactly: ``utd_ratio`` updates per transition that reaches the
+replay buffer. Transitions reach it a whole episode at a time (the collector holds an episode's
+chunks until its last one arrives), so when a worker dies its partial episodes are dropped, never
+half-learned from; Ray restarts the worker and it starts new episodes.
 The learner writes its resumable checkpoint at every evaluation; if the learner process dies, the
 driver restarts it and it continues from that checkpoint.
 
@@ -70,12 +73,17 @@ class RayRunnerConfig:
     collected by the weights of its round, in rounds as big as all workers' calls); False
     sends a worker its next call as soon as its batch arrives (collection overlaps the updates,
     each batch is one round stale)"""
-    calls_in_flight: int = 1
-    """calls queued at each worker (overlapped mode; sync rounds use one). With 2 a worker
-    starts its next batch the moment it returns one instead of waiting for the learner's
-    answer: 2 workers collected 1.50-1.69x the one-process rate on push (1.23x with 1), but
-    each batch is acted by older weights, and DSRL learned less (median 0.25-0.37 against
-    0.58 in one process; see the README's scale figures)"""
+    calls_in_flight: int = 2
+    """calls queued at each worker while the learner's weights stay the same (overlapped
+    mode; sync rounds use one): a worker starts its next batch the moment it returns one
+    (2 workers collected 1.50-1.69x the one-process rate on push, 1.23x with 1). Once the
+    learner updates between calls, each worker gets one call at a time with the newest weights
+    (see ``queue_while_learning``)"""
+    queue_while_learning: bool = False
+    """keep ``calls_in_flight`` calls queued while the learner updates too: workers never
+    wait, but queued batches are acted by weights one or two rounds old, and DSRL on push
+    learned less that way (median 0.25-0.37 against 0.58 in one process; see the README's
+    scale figures). For a learner that keeps up with its workers (a GPU, many workers)"""
     cpus_per_worker: float = 1.0
     """logical CPUs Ray reserves per worker"""
     learner_cpus: float = 1.0
@@ -126,23 +134,31 @@ def policy_from_files(files: dict[str, bytes], device: str = "cpu"):
 
 
 @dataclass
-class ShippedCheckpoint:
-    """A checkpoint folder's files in Ray's object store. Passed inside this box, the reference
-    is not resolved by Ray before a call, so restartable actors take no large arguments; its
-    owner keeps the files alive for restarts."""
+class Shipped:
+    """A value in Ray's object store, passed by reference inside this box: Ray does not resolve
+    a boxed reference before a call, so the receiver reads the value only when it needs it
+    (restartable actors take no large arguments; a worker skips weights it already has). The
+    sender keeps the value alive while it holds the box."""
 
     ref: Any
 
-    @staticmethod
-    def of(files: dict[str, bytes] | ShippedCheckpoint) -> ShippedCheckpoint:
+    @classmethod
+    def of(cls, value: Any) -> Shipped:
         import ray
 
-        return files if isinstance(files, ShippedCheckpoint) else ShippedCheckpoint(ray.put(files))
+        return value if isinstance(value, cls) else cls(ray.put(value))
+
+    def get(self) -> Any:
+        import ray
+
+        return ray.get(self.ref)
+
+
+class ShippedCheckpoint(Shipped):
+    """A checkpoint folder's files (:func:`checkpoint_files`) in Ray's object store."""
 
     def policy(self, device: str = "cpu"):
-        import ray
-
-        return policy_from_files(ray.get(self.ref), device)
+        return policy_from_files(self.get(), device)
 
 
 @dataclass
@@ -179,7 +195,7 @@ class RolloutWorker:
 
     def collect(
         self,
-        weights: dict[str, np.ndarray],
+        weights: Shipped,
         version: int,
         warmup: bool,
         vector_steps: int,
@@ -187,9 +203,9 @@ class RolloutWorker:
     ) -> tuple[Transitions, dict[str, float], str]:
         """A batch, the cumulative timings and this process's incarnation (new after a
         restart, so the learner notices a restart that fell between two calls). The weights
-        are loaded only when their version changed."""
+        are fetched and loaded only when their version changed (a restarted worker has none)."""
         if version != self._version:
-            self.learner.load_acting_weights(weights)
+            self.learner.load_acting_weights(weights.get())
             self._version = version
         batch = self.collector.collect(self.learner, warmup, vector_steps, gamma)
         return batch, dict(self.collector.timings), self.incarnation
@@ -263,7 +279,6 @@ class RayCollector:
             for i in range(runner.workers)
         ]
         self._inflight: dict = {}  # object ref -> worker index, in the order of dispatch
-        self.depth = 1 if runner.sync else runner.calls_in_flight
         self.episodes = EpisodeAssembler()
         self.failures = [0] * runner.workers
         self._incarnations: list[str | None] = [None] * runner.workers
@@ -280,15 +295,24 @@ class RayCollector:
     def collect(self, actor: DSRL, warmup: bool, gamma: float = 0.99) -> Transitions:
         """Whole episodes received since the last call (at least one); idle workers are sent
         their next call first, with ``actor``'s current weights (put into the object store
-        once per new version)."""
+        once per new version).
+
+        While the weights stay the same between calls (warm-up, collection alone), each worker
+        keeps ``calls_in_flight`` calls queued. Once the learner updates between calls, a
+        worker that hands in a batch gets its next call only at the next :meth:`collect`, with
+        the newest weights, so no queued call acts with weights the learner has moved past
+        (unless ``queue_while_learning``)."""
         import ray
 
         version = actor.sac.updates
+        learning = self._weights_version is not None and version != self._weights_version
         if version != self._weights_version:
-            self._weights = ray.put(actor.acting_weights())
+            self._weights = Shipped.of(actor.acting_weights())
             self._weights_version = version
         call = (self._weights, version, warmup, self.runner.vector_steps_per_call, gamma)
-        self._fill(call)
+        fresh_only = learning and not self.runner.queue_while_learning
+        depth = 1 if self.runner.sync or fresh_only else self.runner.calls_in_flight
+        self._fill(call, depth)
         if self._held:
             held, self._held = self._held, []
             return Transitions.concat(held)
@@ -301,8 +325,9 @@ class RayCollector:
             # every finished call, oldest first (a worker's calls finish in the order sent)
             for ref in [r for r in self._inflight if r in ready]:
                 episodes += self._receive(ref)
-            if not (self.runner.sync and episodes):  # sync: idle until the next round's weights
-                self._fill(call)
+            # returning: sync rounds and fresh-only calls wait for the next weights
+            if not (episodes and (self.runner.sync or fresh_only)):
+                self._fill(call, depth)
             if episodes:
                 return Transitions.concat(episodes)
 
@@ -335,10 +360,10 @@ class RayCollector:
             self.first_batch_at = (time.perf_counter(), self.env_steps)
         return self.episodes.add(i, batch)
 
-    def _fill(self, call: tuple) -> None:
+    def _fill(self, call: tuple, depth: int) -> None:
         """Tops every worker up to ``depth`` calls in flight."""
         for i in range(len(self.workers)):
-            for _ in range(self.depth - sum(1 for w in self._inflight.values() if w == i)):
+            for _ in range(depth - sum(1 for w in self._inflight.values() if w == i)):
                 self._inflight[self.workers[i].collect.remote(*call)] = i
 
     def _down(self, i: int, error: Exception) -> None:

@@ -186,8 +186,8 @@ def with_inference_steps(base: SteerableChunkPolicy, steps: int) -> SteerableChu
 
     if not isinstance(base, DiffusionPolicy):
         raise TypeError(
-            f"best_of_n.inference_steps needs a DiffusionPolicy base, got {type(base).__name__}; "
-            "leave it null"
+            f"best_of_n.inference_steps needs a DiffusionPolicy base, got {type(base).__name__}: "
+            "set improver.best_of_n.inference_steps=null to sample with the base's own steps"
         )
     if steps > base.config.num_train_timesteps:
         raise ValueError(

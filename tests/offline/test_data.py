@@ -88,3 +88,14 @@ def test_base_samples_are_seeded_executed_chunks(tmp_path):
     assert a.shape == (len(data), 5, 2)
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert a.abs().max() <= 1 and a.std() > 0.1
+
+
+def test_fewer_sampling_steps_need_a_diffusion_base_before_any_work(tmp_path):
+    from robot_rl.offline.config import ChunkedOfflineConfig
+    from robot_rl.offline.pipeline import ChunkedOffline
+
+    store = toy_store(tmp_path / "toy.zarr")
+    cfg = ChunkedOfflineConfig(store=[str(store)])  # best_of_n.inference_steps defaults to 5
+    with pytest.raises(TypeError, match=r"ToySteerable.*best_of_n\.inference_steps=null"):
+        ChunkedOffline(ToySteerable(), cfg, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing sampled, cached or written
