@@ -66,7 +66,7 @@ class ChunkedOfflineBench:
     """BC and filtered-BC steps, continuing the base's weights on the store (batch 256)"""
     online_env_steps: int = 10_000
     """online env-step budget after offline training"""
-    fast_inference_steps: int = 3
+    fast_inference_steps: int = 2
     """DDIM steps of the N samples for 'best_of_n_fast' (best-of-N with a cheaper sampler than
     the config's ``best_of_n.inference_steps``)"""
     latency_n: int = 32

@@ -25,6 +25,7 @@ from robot_rl.core.policy import ChunkPolicy, Observation, SteerableChunkPolicy,
 from robot_rl.improvers.steered import flat_state
 from robot_rl.offline.critic import reduce_heads
 from robot_rl.policies import checkpoint as policy_checkpoint
+from robot_rl.policies.diffusion import few_threads
 from robot_rl.rl.networks import CriticEnsemble, TanhGaussianActor
 
 CRITIC_FILE = "critic.safetensors"
@@ -106,11 +107,13 @@ class BestOfNPolicy(ChunkPolicy):
             noise = self.rng.standard_normal((b, self.n, *self.base.noise_shape))
         noise = np.asarray(noise, np.float32).reshape(b * self.n, *self.base.noise_shape)
         repeated = {k: np.repeat(np.asarray(v), self.n, axis=0) for k, v in obs.items()}
-        chunks = self.sampler.predict_chunk(repeated, noise)  # one batched call of B * n
-        state = torch.from_numpy(flat_state(repeated))
-        executed = torch.from_numpy(np.ascontiguousarray(chunks[:, : self.n_action_steps]))
-        executed = executed.reshape(b * self.n, -1)
-        chunks, scores = self._more_candidates(state, executed, chunks)
+        # One robot's N chunks are small ops: one thread scores them 5x faster than two.
+        with few_threads(b * self.n):
+            chunks = self.sampler.predict_chunk(repeated, noise)  # one batched call of B * n
+            state = torch.from_numpy(flat_state(repeated))
+            executed = torch.from_numpy(np.ascontiguousarray(chunks[:, : self.n_action_steps]))
+            executed = executed.reshape(b * self.n, -1)
+            chunks, scores = self._more_candidates(state, executed, chunks)
         m = chunks.shape[0] // b
         return chunks.reshape(b, m, *chunks.shape[1:]), scores.reshape(b, m)
 

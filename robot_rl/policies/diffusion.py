@@ -49,11 +49,30 @@ if TYPE_CHECKING:
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 # Batches up to this size (one robot, a 16-env evaluation) are bound by per-op overhead, not
-# compute: see trace_sampler and small_batch_threads.
+# compute: the TorchScript trace pays there (see trace_sampler).
 SMALL_BATCH = 16
+# Up to this batch one intra-op thread samples as fast as two or faster (best-of-N's 32 chunks:
+# p50 24 vs 44 ms; 128: 64 vs 62 ms, p99 70 vs 79), because the package makes OpenMP threads
+# wait passively (robot_rl/__init__.py) and waking the second one costs more than it gives.
+FEW_THREADS_BATCH = 128
 # float32 sample, float64 vs float32 schedule arithmetic: differences are ~1e-7.
 _DDIM_SELF_CHECK_ATOL = 1e-5
 Denoiser = Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
+
+
+@contextlib.contextmanager
+def few_threads(batch: int, threads: int | None = 1) -> Iterator[None]:
+    """Run a CPU batch of at most ``FEW_THREADS_BATCH`` rows on ``threads`` intra-op threads
+    (process-wide, restored after); larger batches and ``threads=None`` keep torch's setting."""
+    if threads is None or batch > FEW_THREADS_BATCH:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,8 +101,9 @@ class DiffusionPolicyConfig(PolicyConfig):
     """Run the per-step UNet through a TorchScript trace when sampling <= 16 chunks: about 2x
     faster at batch 1 on CPU, where per-op Python overhead dominates; bit-identical outputs."""
     small_batch_threads: int | None = 1
-    """Torch intra-op threads while sampling <= 16 chunks on CPU (None: leave torch's setting).
-    Tiny ops gain nothing from a second thread, and OpenMP waits on a busy core spike p99."""
+    """Torch intra-op threads while sampling <= 128 chunks on CPU (None: leave torch's
+    setting). Small ops gain nothing from a second thread, and OpenMP waits on a busy core spike
+    p99."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -235,19 +255,11 @@ class DiffusionPolicy(SteerableChunkPolicy, nn.Module):
             x0 = self.denoise(self.encode_obs(obs_t), noise_t)
             return to_env_actions(self.normalizer, x0).cpu().numpy()
 
-    @contextlib.contextmanager
-    def _sampling_threads(self, batch: int) -> Iterator[None]:
-        """Use ``small_batch_threads`` intra-op threads for small CPU batches (process-wide)."""
-        n = self.config.small_batch_threads
-        if n is None or batch > SMALL_BATCH or self.config.torch_device.type != "cpu":
-            yield
-            return
-        previous = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
+    def _sampling_threads(self, batch: int) -> contextlib.AbstractContextManager:
+        """``small_batch_threads`` intra-op threads for small CPU batches (process-wide)."""
+        if self.config.torch_device.type != "cpu":
+            return contextlib.nullcontext()
+        return few_threads(batch, self.config.small_batch_threads)
 
     def _sampling_denoiser(self, x: torch.Tensor, films: list[torch.Tensor]) -> Denoiser:
         """``unet.denoise``, traced with TorchScript when ``trace_sampler`` (traced once, lazily).

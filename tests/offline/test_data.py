@@ -95,7 +95,7 @@ def test_fewer_sampling_steps_need_a_diffusion_base_before_any_work(tmp_path):
     from robot_rl.offline.pipeline import ChunkedOffline
 
     store = toy_store(tmp_path / "toy.zarr")
-    cfg = ChunkedOfflineConfig(store=[str(store)])  # best_of_n.inference_steps defaults to 5
+    cfg = ChunkedOfflineConfig(store=[str(store)])  # best_of_n.inference_steps defaults to 3
     with pytest.raises(TypeError, match=r"ToySteerable.*best_of_n\.inference_steps=null"):
         ChunkedOffline(ToySteerable(), cfg, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing sampled, cached or written

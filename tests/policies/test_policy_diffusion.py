@@ -8,7 +8,7 @@ import pytest
 import torch
 from policy_factories import ACTION_DIM, HORIZON, build, diffusion_config, make_batch
 
-from robot_rl.policies.diffusion import SMALL_BATCH, DiffusionPolicyConfig
+from robot_rl.policies.diffusion import FEW_THREADS_BATCH, SMALL_BATCH, DiffusionPolicyConfig
 
 
 @pytest.mark.parametrize("images", [False, True], ids=["state", "state+image"])
@@ -100,6 +100,27 @@ def test_traced_sampler_is_bit_identical_to_eager(batch: int) -> None:
             a.add_(0.01)
             b.add_(0.01)
     np.testing.assert_array_equal(traced.predict_chunk(obs, noise), eager.predict_chunk(obs, noise))
+
+
+@pytest.mark.parametrize("batch", [32, FEW_THREADS_BATCH + 1])
+def test_best_of_n_sized_batches_sample_on_one_thread(batch: int, monkeypatch) -> None:
+    policy = build(dataclasses.replace(diffusion_config(), trace_sampler=False))
+    seen = []
+    denoise = policy.unet.denoise
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return denoise(*args, **kwargs)
+
+    monkeypatch.setattr(policy.unet, "denoise", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        policy.predict_chunk(make_batch(policy.config, batch, np.random.default_rng(0))["obs"])
+    finally:
+        torch.set_num_threads(before)
+    expected = 1 if batch <= FEW_THREADS_BATCH else 2
+    assert seen and set(seen) == {expected}
 
 
 def test_sampling_restores_the_thread_count() -> None:
