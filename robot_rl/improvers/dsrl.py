@@ -25,6 +25,7 @@ from robot_rl.core.policy import SteerableChunkPolicy
 from robot_rl.improvers.steered import SteeredPolicy
 from robot_rl.rl.networks import CriticEnsemble, InputNorm
 from robot_rl.rl.sac import SAC, SACConfig, _polyak, check_finite
+from robot_rl.threads import learner_threads
 
 
 @dataclass
@@ -186,6 +187,11 @@ class DSRL:
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One update. ``batch["action"]`` holds [scaled noise | executed chunk] per row."""
+        sac = self.cfg.sac
+        with learner_threads(len(batch["obs"]), sac.hidden_dims, sac.device):
+            return self._update(batch)
+
+    def _update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         noise, chunk = batch["action"].split([self.noise_dim, self.chunk_dim], dim=-1)
         if self.cfg.variant == "sac":
             return self.sac.update({**batch, "action": noise})

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from robot_rl.offline.config import ChunkCriticConfig
 from robot_rl.rl.networks import CriticEnsemble, mlp
+from robot_rl.threads import learner_threads
 
 
 def reduce_heads(q: torch.Tensor, how: str) -> torch.Tensor:
@@ -71,6 +72,10 @@ class ChunkCritic:
         """One update. ``batch``: obs [B, O], action [B, C], reward [B], discount [B],
         next_obs [B, O], candidates [B, K, C] (base samples at obs), next_candidates
         [B, K', C] (at next_obs), mc_return [B]."""
+        with learner_threads(len(batch["obs"]), self.cfg.hidden_dims):
+            return self._update(batch)
+
+    def _update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         cfg = self.cfg
         obs, action = batch["obs"], batch["action"]
         metrics: dict[str, float] = {}

@@ -25,8 +25,8 @@ from robot_rl.core.policy import ChunkPolicy, Observation, SteerableChunkPolicy,
 from robot_rl.improvers.steered import flat_state
 from robot_rl.offline.critic import reduce_heads
 from robot_rl.policies import checkpoint as policy_checkpoint
-from robot_rl.policies.diffusion import few_threads
 from robot_rl.rl.networks import CriticEnsemble, TanhGaussianActor
+from robot_rl.threads import few_threads
 
 CRITIC_FILE = "critic.safetensors"
 EDIT_FILE = "edit.safetensors"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,6 +43,7 @@ from robot_rl.policies.tensors import (
     to_env_actions,
 )
 from robot_rl.policies.unet1d import ConditionalUnet1D
+from robot_rl.threads import few_threads
 
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler, DDPMScheduler
@@ -51,28 +52,9 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 # Batches up to this size (one robot, a 16-env evaluation) are bound by per-op overhead, not
 # compute: the TorchScript trace pays there (see trace_sampler).
 SMALL_BATCH = 16
-# Up to this batch one intra-op thread samples as fast as two or faster (best-of-N's 32 chunks:
-# p50 24 vs 44 ms; 128: 64 vs 62 ms, p99 70 vs 79), because the package makes OpenMP threads
-# wait passively (robot_rl/__init__.py) and waking the second one costs more than it gives.
-FEW_THREADS_BATCH = 128
 # float32 sample, float64 vs float32 schedule arithmetic: differences are ~1e-7.
 _DDIM_SELF_CHECK_ATOL = 1e-5
 Denoiser = Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
-
-
-@contextlib.contextmanager
-def few_threads(batch: int, threads: int | None = 1) -> Iterator[None]:
-    """Run a CPU batch of at most ``FEW_THREADS_BATCH`` rows on ``threads`` intra-op threads
-    (process-wide, restored after); larger batches and ``threads=None`` keep torch's setting."""
-    if threads is None or batch > FEW_THREADS_BATCH:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from robot_rl.rl.networks import CriticEnsemble, TanhGaussianActor
+from robot_rl.threads import learner_threads
 
 
 @dataclass
@@ -91,7 +92,12 @@ class SAC(nn.Module):
         """One critic step (and, every ``actor_every``, one actor and temperature step).
 
         ``batch``: obs ``[B, O]``, action ``[B, A]``, reward ``[B]``, next_obs ``[B, O]``,
-        discount ``[B]`` (gamma^steps, zero at termination)."""
+        discount ``[B]`` (gamma^steps, zero at termination). Small networks update on one
+        CPU thread (:func:`robot_rl.threads.learner_threads`: 2.4x faster at 128x128)."""
+        with learner_threads(len(batch["obs"]), self.cfg.hidden_dims, self.cfg.device):
+            return self._update(batch)
+
+    def _update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         # TD target: min over target critics at the next action, minus the entropy term
         with torch.no_grad():
             next_action, next_log_prob = self.actor(batch["next_obs"])

@@ -8,7 +8,8 @@ import pytest
 import torch
 from policy_factories import ACTION_DIM, HORIZON, build, diffusion_config, make_batch
 
-from robot_rl.policies.diffusion import FEW_THREADS_BATCH, SMALL_BATCH, DiffusionPolicyConfig
+from robot_rl.policies.diffusion import SMALL_BATCH, DiffusionPolicyConfig
+from robot_rl.threads import FEW_THREADS_BATCH
 
 
 @pytest.mark.parametrize("images", [False, True], ids=["state", "state+image"])
