@@ -200,12 +200,8 @@ def _collection(task, base_path, base, obs_dim: int, cfg, opts: ScaleBench, runn
     machine's load hits both alike (medians over rounds)."""
     import ray
 
-    from robot_rl.distributed.ray_runner import (
-        RayCollector,
-        RayRunnerConfig,
-        checkpoint_files,
-        init_ray,
-    )
+    from robot_rl.distributed.ray_runner import RayCollector, RayRunnerConfig, init_ray
+    from robot_rl.distributed.shipping import checkpoint_files
 
     learner = DSRL(base, obs_dim, cfg)
     files = checkpoint_files(base_path)

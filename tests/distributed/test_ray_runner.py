@@ -6,11 +6,10 @@ from robot_rl import config
 from robot_rl.distributed.ray_runner import (
     EpisodeAssembler,
     RayRunnerConfig,
-    checkpoint_files,
     kill_worker_after,
-    policy_from_files,
     train_dsrl_ray,
 )
+from robot_rl.distributed.shipping import checkpoint_files, policy_from_files
 from robot_rl.improvers.collectors import Transitions
 from robot_rl.improvers.dsrl import DSRLConfig
 from robot_rl.jobs.improve import improve_job
