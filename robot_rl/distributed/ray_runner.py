@@ -69,8 +69,9 @@ class RayRunnerConfig:
     sync: bool = False
     """wait for every worker each round and send them all the newest weights (each batch is
     collected by the weights of its round, in rounds as big as all workers' calls); False
-    sends a worker its next call as soon as its batch arrives (collection overlaps the updates,
-    each batch is one round stale)"""
+    sends a worker its next call as soon as its batch arrives (collection overlaps the updates;
+    while the learner updates, a worker's next call is sent at the next round with the newest
+    weights unless ``queue_while_learning``)"""
     calls_in_flight: int = 2
     """calls queued at each worker while the learner's weights stay the same (overlapped
     mode; sync rounds use one): a worker starts its next batch the moment it returns one
@@ -262,8 +263,9 @@ class RayCollector:
             self._weights = Shipped.of(actor.acting_weights())
             self._weights_version = version
         call = (self._weights, version, warmup, self.runner.vector_steps_per_call, gamma)
-        fresh_only = learning and not self.runner.queue_while_learning
-        depth = 1 if self.runner.sync or fresh_only else self.runner.calls_in_flight
+        # sync rounds and fresh-only calls: one call per worker, none sent after a return
+        one_call = self.runner.sync or (learning and not self.runner.queue_while_learning)
+        depth = 1 if one_call else self.runner.calls_in_flight
         self._fill(call, depth)
         if self._held:
             held, self._held = self._held, []
@@ -277,8 +279,7 @@ class RayCollector:
             # every finished call, oldest first (a worker's calls finish in the order sent)
             for ref in [r for r in self._inflight if r in ready]:
                 episodes += self._receive(ref)
-            # returning: sync rounds and fresh-only calls wait for the next weights
-            if not (episodes and (self.runner.sync or fresh_only)):
+            if not (episodes and one_call):  # returning: the next call waits for new weights
                 self._fill(call, depth)
             if episodes:
                 return Transitions.concat(episodes)

@@ -99,7 +99,7 @@ class BestOfNConfig:
     inference_steps: int | None = 3
     """denoising steps of the N samples when acting (None: the base's own); fewer steps of the
     same DDIM sampler make the N samples cheaper (a :class:`DiffusionPolicy` base only; set
-    None for others). On push at N = 32 on 2 cores: p99 19-20 ms with 3 steps, 30-38 ms with
+    None for others). On push at N = 32 on 2 cores: p99 19-23 ms with 3 steps, 30-38 ms with
     5, 45-50 ms with the base's 10; success 0.66 / 0.68 (3 / 5 steps, 3 seeds) and 0.62 / 0.60
     (5 / 10 steps)"""
 

@@ -30,7 +30,7 @@ from robot_rl.offline.config import ChunkedOfflineConfig
 from robot_rl.offline.critic import ChunkCritic
 from robot_rl.offline.data import ChunkData, build_chunk_data, sample_candidates
 from robot_rl.offline.expo import ExpoLearner
-from robot_rl.offline.policies import BestOfNPolicy, ExpoPolicy, with_inference_steps
+from robot_rl.offline.policies import BestOfNPolicy, ExpoPolicy, check_inference_steps
 from robot_rl.offline.qweighted import advantage_weights, q_weighted_finetune
 from robot_rl.offline.replay import OfflineBatches
 from robot_rl.rl.state import (
@@ -58,7 +58,7 @@ class ChunkedOffline:
     ):
         self.base, self.cfg, self.out, self.progress = base, cfg, out, progress
         if cfg.best_of_n.inference_steps is not None:  # a base that cannot: fail before training
-            with_inference_steps(base, cfg.best_of_n.inference_steps)
+            check_inference_steps(base, cfg.best_of_n.inference_steps)
         if cfg.reward == "model" and reward_model is None:
             reward_model = instantiate_reward_model(cfg.reward_model)
         self.data = data or build_chunk_data(

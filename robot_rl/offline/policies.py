@@ -107,7 +107,8 @@ class BestOfNPolicy(ChunkPolicy):
             noise = self.rng.standard_normal((b, self.n, *self.base.noise_shape))
         noise = np.asarray(noise, np.float32).reshape(b * self.n, *self.base.noise_shape)
         repeated = {k: np.repeat(np.asarray(v), self.n, axis=0) for k, v in obs.items()}
-        # One robot's N chunks are small ops: one thread scores them 5x faster than two.
+        # One robot's N chunks are small ops: one thread samples them about twice as fast as
+        # two (and scores them 5x as fast); see robot_rl/threads.py.
         with few_threads(b * self.n):
             chunks = self.sampler.predict_chunk(repeated, noise)  # one batched call of B * n
             state = torch.from_numpy(flat_state(repeated))
@@ -183,8 +184,9 @@ class ExpoPolicy(BestOfNPolicy):
         }
 
 
-def with_inference_steps(base: SteerableChunkPolicy, steps: int) -> SteerableChunkPolicy:
-    """The same diffusion policy (shared weights) sampling with ``steps`` DDIM steps."""
+def check_inference_steps(base: SteerableChunkPolicy, steps: int) -> None:
+    """Raises unless ``base`` can sample with ``steps`` DDIM steps (a diffusion policy with at
+    least that many training noise levels)."""
     from robot_rl.policies.diffusion import DiffusionPolicy
 
     if not isinstance(base, DiffusionPolicy):
@@ -197,6 +199,13 @@ def with_inference_steps(base: SteerableChunkPolicy, steps: int) -> SteerableChu
             f"best_of_n.inference_steps={steps} > the base's {base.config.num_train_timesteps} "
             "training noise levels"
         )
+
+
+def with_inference_steps(base: SteerableChunkPolicy, steps: int) -> SteerableChunkPolicy:
+    """The same diffusion policy (shared weights) sampling with ``steps`` DDIM steps."""
+    from robot_rl.policies.diffusion import DiffusionPolicy
+
+    check_inference_steps(base, steps)
     fast = DiffusionPolicy(
         dataclasses.replace(base.config, num_inference_steps=steps), base.normalizer
     )
