@@ -43,17 +43,25 @@ from robot_rl.rl.replay import ReplayBuffer
 
 
 def chunk_transitions(
-    episode: dict[str, np.ndarray], n_obs_steps: int, n_action_steps: int, gamma: float
+    episode: dict[str, np.ndarray],
+    n_obs_steps: int,
+    n_action_steps: int,
+    gamma: float,
+    bootstrap_timeouts: bool = False,
 ) -> dict[str, np.ndarray]:
     """Chunk transitions of one recorded episode (steps with ``chunk_id < 0``, a human or the
     hold in control, are left out). Returns ``state, noise, chunk, reward, next_state,
-    discount`` with states as flat histories ``[N, To * D]``."""
+    discount`` with states as flat histories ``[N, To * D]``. The last chunk's discount is 0
+    when the episode terminated, and also when it ran out its steps (not aborted) unless
+    ``bootstrap_timeouts``; an aborted episode (safety stop, driver loss) bootstraps."""
     ids, states = episode["chunk_id"], episode[keys.STATE]
     starts = [t for t in range(len(ids)) if ids[t] >= 0 and (t == 0 or ids[t] != ids[t - 1])]
     out: dict[str, list] = {
         k: [] for k in ("state", "noise", "chunk", "reward", "next_state", "discount")
     }
     terminated = bool(episode[keys.TERMINATED][-1]) if len(ids) else False
+    aborted = bool(episode["aborted"][-1]) if len(ids) and "aborted" in episode else False
+    ends_return = terminated or not (bootstrap_timeouts or aborted)
     for n, t in enumerate(starts):
         end = starts[n + 1] if n + 1 < len(starts) else len(ids)
         steps = end - t
@@ -66,7 +74,7 @@ def chunk_transitions(
         out["chunk"].append(chunk[:n_action_steps].ravel())
         out["reward"].append(float(np.sum(rewards * gamma ** np.arange(steps))))
         out["next_state"].append(_history(states, min(end, len(ids) - 1), n_obs_steps))
-        out["discount"].append(gamma**steps * (0.0 if last and terminated else 1.0))
+        out["discount"].append(gamma**steps * (0.0 if last and ends_return else 1.0))
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
@@ -132,7 +140,9 @@ def improve_on_robot(
         bar.set_postfix(success20=f"{np.mean(result.successes[-20:]):.2f}")
         with EpisodeStore.open(store_path) as store:
             episode = store.get_episode(summary["index"])
-        batch = chunk_transitions(episode, base.n_obs_steps, learner.n_action_steps, cfg.gamma)
+        batch = chunk_transitions(
+            episode, base.n_obs_steps, learner.n_action_steps, cfg.gamma, cfg.bootstrap_timeouts
+        )
         if not len(batch["state"]):
             continue
         noise = np.clip(batch["noise"] / cfg.noise_bound, -0.999, 0.999)

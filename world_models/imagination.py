@@ -83,6 +83,9 @@ class ImaginationEnv(VectorEnv):
     """``num_envs`` imagined episodes in lock-step; see the module docstring."""
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    truncation_is_time_limit = False
+    """imagined episodes start mid-episode and are cut at ``horizon`` (or on divergence), not
+    at the task's time limit: learners bootstrap through these cuts"""
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ named by its issue, plus ``cores`` and the settings it ran with.
 SUITES = {
     "foundation": "robot_rl.bench.foundation",
     "dsrl": "robot_rl.bench.dsrl",
+    "dsrl_probe": "robot_rl.bench.dsrl_probe",
     # the deployment daemon lives in real/, which the core does not import: named by path
     "daemon": "real.bench",
     "convert": "robot_rl.bench.convert",

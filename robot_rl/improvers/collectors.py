@@ -34,7 +34,10 @@ class Actor(Protocol):
 @dataclass
 class Transitions:
     """A batch of chunk transitions, one row each; ``done`` marks the last chunk of an episode
-    (terminated or truncated) and ``env_id`` the sub-environment that produced the row."""
+    (terminated or truncated), ``timeout`` one that ran out the task's time limit (truncated,
+    not terminated, by an environment whose truncation is that limit) and ``env_id`` the
+    sub-environment that produced the row. ``discount`` is ``gamma^steps * (1 - terminated)``;
+    whether a timeout also ends the return is the learner's choice."""
 
     state: np.ndarray
     action: np.ndarray
@@ -45,6 +48,7 @@ class Transitions:
     done: np.ndarray
     success: np.ndarray
     env_id: np.ndarray
+    timeout: np.ndarray
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -69,11 +73,16 @@ class VectorCollector:
     :func:`robot_rl.eval.rollout.make_policy_env`) with one batched ``actor.act`` per step.
 
     ``timings`` accumulates seconds spent choosing chunks (``inference_s``: the actor and the
-    base's denoising) and stepping the environments (``env_s``: physics, rendering, rewards)."""
+    base's denoising) and stepping the environments (``env_s``: physics, rendering, rewards).
+
+    A vector environment whose truncations are not the task's time limit (a world model's
+    imagination cuts rollouts that start mid-episode) says so with a false
+    ``truncation_is_time_limit`` attribute; its truncations are then never timeouts."""
 
     def __init__(self, env: gym.vector.VectorEnv, seed: int = 0):
         self.env, self.seed = env, seed
         self.num_envs = env.num_envs
+        self.truncation_is_time_limit = bool(getattr(env, "truncation_is_time_limit", True))
         self._obs: dict[str, np.ndarray] | None = None
         self.timings = {"inference_s": 0.0, "env_s": 0.0}
 
@@ -104,6 +113,7 @@ class VectorCollector:
                     done=np.logical_or(terminated, truncated),
                     success=step_info(info, keys.IS_SUCCESS, False).astype(bool),
                     env_id=np.arange(self.num_envs),
+                    timeout=truncated & ~terminated & self.truncation_is_time_limit,
                 )
             )
         return Transitions.concat(parts)

@@ -53,12 +53,25 @@ class DSRLConfig:
     :class:`robot_rl.core.envs.ProgressReward`), or None for the task's own setting. Shaped
     per-step rewards with termination on success can pay more for hovering near the goal than
     for reaching it; 'progress' cannot"""
+    bootstrap_timeouts: bool = False
+    """what the critic sees at an episode's time limit. False (default): the limit ends the
+    return like a termination, so a chunk that runs out the clock is worth its own reward and
+    nothing after it. That is the task as our tasks and a robot's episode budget define it
+    (success within the limit) when the observation has no clock. True bootstraps through the
+    limit, as for an endless task (Pardo et al., 2018, "Time Limits in RL"); then a failed
+    episode never shows the critic a low target, since from a near miss the box could still
+    be pushed in given more time: on push the critic's value became flat in the noise and the
+    actor's choice no better than chance (see the README's DSRL section)"""
     sac: SACConfig = field(
         default_factory=lambda: SACConfig(hidden_dims=(256, 256), init_alpha=1e-3)
     )
     """the noise actor's (and noise critic's) SAC settings"""
     distill_batch: int = 256
     """DSRL-NA: noises per update for distilling Q_W from Q_A"""
+    na_bootstrap: str = "action"
+    """DSRL-NA's TD target at the next state: 'action' (Q_A at the base's denoising of the
+    actor's next noise, as the paper; one more denoised batch per update) or 'noise' (the
+    distilled Q_W at the actor's next noise: no denoising in the target, half an update's cost)"""
     start_as_base: bool = True
     """the untrained noise actor samples noise spread like the base's N(0, I) (state-independent),
     so learning starts from the base's behaviour; otherwise it starts near the zero noise"""
@@ -83,6 +96,8 @@ class DSRLConfig:
     def __post_init__(self) -> None:
         if self.variant not in ("sac", "na"):
             raise ValueError(f"DSRL variant must be 'sac' or 'na', got {self.variant!r}")
+        if self.na_bootstrap not in ("action", "noise"):
+            raise ValueError(f"na_bootstrap must be 'action' or 'noise', got {self.na_bootstrap!r}")
         if not self.noise_bound > 0:
             raise ValueError(
                 f"noise_bound must be > 0, got {self.noise_bound}; 1.5 is a good default"
@@ -205,8 +220,11 @@ class DSRL:
     def _update_action_critic(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         with torch.no_grad():
             next_noise, _ = self.sac.actor(batch["next_obs"])
-            next_chunk = self._chunks(batch["next_obs"], next_noise)
-            next_q = self.action_critic_target(batch["next_obs"], next_chunk).min(dim=0).values
+            if self.cfg.na_bootstrap == "noise":
+                next_q = self.sac.critic(batch["next_obs"], next_noise).min(dim=0).values
+            else:
+                next_chunk = self._chunks(batch["next_obs"], next_noise)
+                next_q = self.action_critic_target(batch["next_obs"], next_chunk).min(dim=0).values
             target = batch["reward"] + batch["discount"] * next_q
         q = self.action_critic(batch["obs"], batch["action"])
         loss = F.mse_loss(q, target.expand_as(q))

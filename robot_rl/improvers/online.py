@@ -5,6 +5,7 @@ Timeline of one vector step (n_envs environments in lock-step)::
 
     obs s_t --noise w_t--> base denoises --chunk a_t:t+Ta--> env (early stop at termination)
          <-- r = sum_i gamma^i r_t+i, s_t+k, discount = gamma^k * (1 - terminated)
+    discount = 0 also at the time limit unless ``bootstrap_timeouts`` (the learner's choice)
 
 Then ``utd_ratio * n_envs`` gradient updates, so the update-to-data ratio counts transitions.
 """
@@ -27,7 +28,7 @@ from robot_rl.eval.media import plot_curve
 from robot_rl.eval.rollout import evaluate, make_policy_env
 from robot_rl.improvers.collectors import VectorCollector
 from robot_rl.improvers.dsrl import DSRL
-from robot_rl.rl.replay import ReplayBuffer
+from robot_rl.rl.replay import ReplayBuffer, learner_discount
 from robot_rl.rl.state import (
     learner_tensors,
     load_learner,
@@ -150,7 +151,13 @@ def train_dsrl(
             batch = collector.collect(
                 learner, warmup=env_steps < cfg.warmup_env_steps, gamma=cfg.gamma
             )
-            replay.add(batch.state, batch.action, batch.reward, batch.next_state, batch.discount)
+            replay.add(
+                batch.state,
+                batch.action,
+                batch.reward,
+                batch.next_state,
+                learner_discount(batch.discount, batch.timeout, cfg.bootstrap_timeouts),
+            )
             env_steps += batch.env_steps
             bar.update(batch.env_steps)
             if env_steps >= cfg.warmup_env_steps and len(replay) >= cfg.sac.batch_size:

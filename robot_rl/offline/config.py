@@ -37,6 +37,11 @@ class ChunkCriticConfig:
     """LayerNorm in every hidden layer (keeps unseen chunks from being over-extrapolated)"""
     gamma: float = 0.99
     """per-step discount; a chunk of n steps is discounted by gamma^n"""
+    bootstrap_timeouts: bool = False
+    """a chunk that reaches the end of an episode that did not terminate (the time limit, a
+    stopped recording): False ends the return there, as for a task scored within its time
+    limit; True bootstraps from the last stored frame, as for an endless task. Bootstrapping
+    makes a failed episode look like one that had time left (see DSRL's option of the name)"""
     backup: str = "expectile"
     """TD target at the chunk's end: 'best_of_n' (max of Q over base samples at s', as in
     Q-chunking) or 'expectile' (in-sample, behaviour-regularised: a value network fitted by

@@ -166,8 +166,11 @@ def build_chunk_data(
     gamma: float,
     reward: str = "sparse",
     reward_model: RewardModel | None = None,
+    bootstrap_timeouts: bool = False,
 ) -> ChunkData:
-    """Load, check and turn the stores into chunk transitions for ``base``'s chunk size."""
+    """Load, check and turn the stores into chunk transitions for ``base``'s chunk size.
+    A chunk that reaches the last frame of an episode ends the return there (discount 0)
+    whether or not the episode terminated, unless ``bootstrap_timeouts``."""
     arrays, ends, sources = load_stores(paths)
     check_against_base(arrays, ends, sources, base)
     rewards = step_rewards(arrays, ends, reward, reward_model)
@@ -191,7 +194,10 @@ def build_chunk_data(
         np.logical_or.reduceat(success, np.concatenate([[0], ends[:-1]])),
         np.diff(ends, prepend=0),
     )
-    discount = gamma ** batch["n_steps"] * (1.0 - batch["done"])
+    ends_return = batch["done"]
+    if not bootstrap_timeouts:
+        ends_return = ends_return | (t + batch["n_steps"] - 1 >= last)
+    discount = gamma ** batch["n_steps"] * (1.0 - ends_return)
     return ChunkData(
         frame_obs=torch.from_numpy(batch["obs"][K.STATE].reshape(n_frames, -1).astype(np.float32)),
         frame=torch.from_numpy(t),

@@ -35,6 +35,7 @@ from robot_rl.offline.data import sample_candidates
 from robot_rl.offline.expo import ExpoLearner
 from robot_rl.offline.policies import BestOfNPolicy
 from robot_rl.offline.replay import OfflineBatches, OnlineBatches, concat_batches
+from robot_rl.rl.replay import learner_discount
 from robot_rl.rl.state import (
     learner_tensors,
     load_learner,
@@ -90,6 +91,7 @@ def train_online(
         )
     else:
         env = train_env(cfg.n_envs)
+    timeouts_are_limits = bool(getattr(env, "truncation_is_time_limit", True))
     rng = np.random.default_rng(seed + env_steps)
     obs, _ = env.reset(seed=seed + 50_000 + env_steps)
     next_eval = (env_steps // cfg.eval_every + 1) * cfg.eval_every
@@ -99,7 +101,7 @@ def train_online(
         while env_steps < cfg.env_steps:
             chunk, base_samples = _act(policy, obs, cfg.epsilon, rng)
             state = flat_state(obs)
-            obs, reward, terminated, _, info = env.step(chunk[:, : policy.n_action_steps])
+            obs, reward, terminated, truncated, info = env.step(chunk[:, : policy.n_action_steps])
             steps = step_info(info, keys.CHUNK_STEPS).astype(np.int64)
             next_state = flat_state(final_observation(info, obs))
             next_t = torch.from_numpy(next_state)
@@ -108,7 +110,12 @@ def train_online(
                 action=torch.from_numpy(chunk[:, : policy.n_action_steps].reshape(len(chunk), -1)),
                 reward=torch.as_tensor(reward, dtype=torch.float32),
                 discount=torch.as_tensor(
-                    critic.cfg.gamma**steps * (1.0 - terminated), dtype=torch.float32
+                    learner_discount(
+                        critic.cfg.gamma**steps * (1.0 - terminated),
+                        truncated & ~terminated & timeouts_are_limits,
+                        critic.cfg.bootstrap_timeouts,
+                    ),
+                    dtype=torch.float32,
                 ),
                 next_obs=next_t,
                 candidates=base_samples[:, :samples],

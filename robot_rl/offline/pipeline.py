@@ -62,7 +62,12 @@ class ChunkedOffline:
         if cfg.reward == "model" and reward_model is None:
             reward_model = instantiate_reward_model(cfg.reward_model)
         self.data = data or build_chunk_data(
-            cfg.store, base, cfg.critic.gamma, cfg.reward, reward_model
+            cfg.store,
+            base,
+            cfg.critic.gamma,
+            cfg.reward,
+            reward_model,
+            bootstrap_timeouts=cfg.critic.bootstrap_timeouts,
         )
         self.candidates = candidates if candidates is not None else self._samples()
         self.batches = OfflineBatches(self.data, self.candidates)

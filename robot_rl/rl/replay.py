@@ -3,12 +3,24 @@
 Each transition is (obs ``[O]``, action ``[A]``, reward, next_obs ``[O]``, discount), where
 ``discount = gamma ** steps_taken * (1 - terminated)`` already folds in chunk length and
 termination, so chunk-level and step-level learners share one TD target.
+:func:`learner_discount` also ends the return at a time limit, unless the learner bootstraps
+through timeouts.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+
+def learner_discount(
+    discount: np.ndarray, timeout: np.ndarray, bootstrap_timeouts: bool
+) -> np.ndarray:
+    """The discount a critic's target uses: the collector's ``gamma^k * (1 - terminated)``,
+    and 0 where an episode ran out its time limit (``timeout``) unless timeouts bootstrap."""
+    if bootstrap_timeouts:
+        return np.asarray(discount, np.float32)
+    return np.where(timeout, 0.0, discount).astype(np.float32)
 
 
 class ReplayBuffer:

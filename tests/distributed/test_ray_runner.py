@@ -29,6 +29,7 @@ def _rows(env_id, done, tag):
         done=np.asarray(done, bool),
         success=np.asarray(done, bool),
         env_id=np.asarray(env_id),
+        timeout=np.zeros(n, bool),
     )
 
 

@@ -29,6 +29,8 @@ def test_vector_collector_rows_match_the_chunk_mdp(toy_task, asynchronous):
     terminal = batch.done & batch.success
     np.testing.assert_allclose(batch.discount[~terminal], 0.9 ** batch.steps[~terminal])
     assert np.all(batch.discount[terminal] == 0)
+    # the other episode ends are the time limit: timeouts, for the learner to score or not
+    np.testing.assert_array_equal(batch.timeout, batch.done & ~terminal)
     assert batch.env_steps == batch.steps.sum() and batch.done.any()  # 12-step episodes
     assert collector.timings["inference_s"] > 0 and collector.timings["env_s"] > 0
 
@@ -55,6 +57,7 @@ def test_transitions_concatenate_and_select_rows():
         next_state=np.zeros((3, 4)),
         done=np.array([0, 1, 0], bool),
         success=np.zeros(3, bool),
+        timeout=np.array([0, 1, 0], bool),
     )
     both = Transitions.concat([rows, rows.rows(slice(1, None))])
     assert len(both) == 5 and both.reward.tolist() == [0, 1, 2, 1, 2]

@@ -34,6 +34,29 @@ def test_config_rejects_bad_values():
         DSRLConfig(noise_bound=0.0)
     with pytest.raises(ValueError, match="variant"):
         DSRLConfig(variant="ppo")
+    with pytest.raises(ValueError, match="na_bootstrap"):
+        DSRLConfig(variant="na", na_bootstrap="value")
+
+
+@pytest.mark.parametrize(("bootstrap", "denoised_batches"), [("action", 2), ("noise", 1)])
+def test_na_bootstraps_from_the_action_or_the_distilled_noise_critic(bootstrap, denoised_batches):
+    base = ToySteerable()
+    calls = []
+    predict = base.predict_chunk
+    base.predict_chunk = lambda obs, noise=None: calls.append(len(noise)) or predict(obs, noise)
+    learner = DSRL(base, OBS_DIM, _cfg("na", na_bootstrap=bootstrap, distill_batch=8))
+    n = 16
+    batch = {
+        "obs": torch.randn(n, OBS_DIM),
+        "next_obs": torch.randn(n, OBS_DIM),
+        "reward": torch.zeros(n),
+        "discount": torch.full((n,), 0.9),
+        "action": torch.rand(n, learner.noise_dim + learner.chunk_dim) * 2 - 1,
+    }
+    metrics = learner.update(batch)
+    # the distillation always denoises its 8 noises; the 'action' target also the next chunks
+    assert sorted(calls) == sorted([8, n][:denoised_batches])
+    assert np.isfinite(metrics["action_critic_loss"]) and np.isfinite(metrics["critic_loss"])
 
 
 def test_steering_needs_a_steerable_base():

@@ -20,8 +20,14 @@ def test_transitions_follow_the_h_step_backup(tmp_path):
     assert data.reward[3] == pytest.approx(GAMMA) and data.discount[3] == 0
     # frame 4 (last, terminal): a one-step chunk, its action repeated as padding
     assert data.action[4, 0] == data.action[4, 1] and data.discount[4] == 0
-    # the failed episode is cut by time: it bootstraps from its last frame
-    assert data.next_frame[8] == 8 and data.discount[8] == pytest.approx(GAMMA)
+    # the failed episode is cut by time: its return ends there (chunks from frames 7 and 8
+    # reach its last frame) ...
+    assert data.discount[6] == pytest.approx(GAMMA**2)
+    assert data.discount[7] == 0 and data.discount[8] == 0
+    # ... or bootstraps from its last frame, as for an endless task
+    endless = build_chunk_data([store], ToySteerable(), GAMMA, bootstrap_timeouts=True)
+    assert endless.next_frame[8] == 8 and endless.discount[8] == pytest.approx(GAMMA)
+    assert endless.discount[7] == pytest.approx(GAMMA**2)
     # Monte-Carlo returns to the episode's end, without bootstrap
     np.testing.assert_allclose(data.mc_return[:5], [GAMMA**4, GAMMA**3, GAMMA**2, GAMMA, 1])
     assert data.mc_return[5:].sum() == 0

@@ -36,6 +36,23 @@ def test_chunk_transitions_follow_chunk_ids_and_discount():
     np.testing.assert_array_equal(out["noise"][:, 0], [0, 3])
 
 
+def test_chunk_transitions_end_the_return_at_the_time_limit_but_not_at_an_abort():
+    episode = {
+        "chunk_id": np.array([0, 0, 1, 1]),
+        "state": np.arange(4, dtype=np.float32)[:, None],
+        "reward": np.zeros(4, np.float32),
+        "terminated": np.zeros(4, bool),  # ran out its steps
+        "action": np.ones((4, 1), np.float32),
+        "latent_noise": np.zeros((4, 1), np.float32),
+    }
+    timed_out = chunk_transitions(episode, 1, 2, gamma=0.5)
+    np.testing.assert_allclose(timed_out["discount"], [0.25, 0.0])
+    bootstrapped = chunk_transitions(episode, 1, 2, gamma=0.5, bootstrap_timeouts=True)
+    np.testing.assert_allclose(bootstrapped["discount"], [0.25, 0.25])
+    aborted = chunk_transitions({**episode, "aborted": np.ones(4, bool)}, 1, 2, gamma=0.5)
+    np.testing.assert_allclose(aborted["discount"], [0.25, 0.25])  # cut short, not scored
+
+
 @pytest.mark.filterwarnings("ignore")
 def test_dsrl_through_the_daemon_pushes_weights_between_episodes(
     push_task, clock, tmp_path, tiny_diffusion

@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
-from robot_rl.rl.replay import ReplayBuffer
+from robot_rl.rl.replay import ReplayBuffer, learner_discount
 from robot_rl.rl.sac import SAC, SACConfig
 
 
@@ -57,3 +58,10 @@ def test_replay_wraps_around_and_round_trips():
         buf.add([[0, float("nan")]], [[0]], [0], [[0, 0]], [1])
     batch = buf.sample(4, torch.Generator().manual_seed(0))
     assert batch["obs"].shape == (4, 2) and batch["discount"].shape == (4,)
+
+
+def test_learner_discount_ends_the_return_at_timeouts_unless_they_bootstrap():
+    discount = np.array([0.9, 0.0, 0.81], np.float32)  # mid-episode, terminated, timed out
+    timeout = np.array([False, False, True])
+    np.testing.assert_allclose(learner_discount(discount, timeout, False), [0.9, 0.0, 0.0])
+    np.testing.assert_allclose(learner_discount(discount, timeout, True), discount)

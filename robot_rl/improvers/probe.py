@@ -1,0 +1,180 @@
+"""Does a DSRL critic rank latent noises the way the task does? A probe by branching.
+
+A steered policy runs ``episodes`` episodes. At every noise choice of each episode it failed,
+the simulator is copied ``candidates`` times; copy ``j`` executes the base's chunk for
+candidate noise ``w_j`` (``w_0`` is the actor's own choice, the others drawn as ``sample``
+says) and then continues with the steered policy to the episode's end. Each candidate thus
+gets a true outcome (success or not; the simulator is deterministic) and the critic's
+``Q(s, w_j)``, and the probe reports how often a different noise would have won, and how
+well Q separates the winning candidates from the losing ones (AUC 0.5: no better than chance).
+
+Needs an environment that survives ``copy.deepcopy`` with its state (MuJoCo tasks do).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from robot_rl.core import keys
+from robot_rl.core.task import TaskConfig
+from robot_rl.eval.rollout import make_policy_env
+from robot_rl.improvers.dsrl import DSRL
+from robot_rl.improvers.steered import flat_state
+
+SAMPLES = ("gaussian", "actor")
+
+
+@dataclass
+class ProbeResult:
+    """What the probe found; rates are over the probed noise choices of failed episodes."""
+
+    episodes: int
+    failed_episodes: int
+    probed_choices: int
+    """noise choices probed (every choice of every failed episode)"""
+    choices_with_a_winner: float
+    """share of probed choices where some other candidate noise went on to succeed"""
+    candidate_success: float
+    """mean share of the other candidates that went on to succeed"""
+    critic_auc: float | None
+    """P(Q of a winning candidate > Q of a losing one), averaged over choices with both; None
+    when no choice had both"""
+    critic_pick_success: float
+    """share of probed choices where the candidate of highest Q went on to succeed"""
+    q_chosen: float | None
+    """mean Q of the actor's own choice (None when nothing was probed)"""
+    q_candidates: float | None
+    """mean Q of the other candidates"""
+
+    def summary(self) -> dict:
+        return asdict(self)
+
+
+def probe_noise_critic(
+    learner: DSRL,
+    task: TaskConfig,
+    episodes: int = 40,
+    candidates: int = 16,
+    sample: str = "gaussian",
+    seed: int = 20_000,
+    progress: bool = True,
+) -> ProbeResult:
+    """Probe ``learner``'s noise critic on ``task`` (see the module docstring). ``sample``:
+    'gaussian' draws the other candidates as the base does (N(0, I) within the bound),
+    'actor' from the actor's own exploration distribution around its choice."""
+    if sample not in SAMPLES:
+        raise ValueError(f"sample must be one of {SAMPLES}, got {sample!r}")
+    if episodes < 1 or candidates < 2:
+        raise ValueError(f"need episodes >= 1 and candidates >= 2, got {episodes}, {candidates}")
+    policy = learner.policy
+    was_deterministic, policy.deterministic = policy.deterministic, True
+    rng = np.random.default_rng(seed)
+    failed, rows = 0, []
+    try:
+        for episode in tqdm(range(episodes), desc="probe", disable=not progress):
+            snapshots, success = _run(policy, task, seed + episode)
+            if success:
+                continue
+            failed += 1
+            rows.extend(
+                _probe_choice(learner, env, obs, candidates, sample, rng) for env, obs in snapshots
+            )
+    finally:
+        policy.deterministic = was_deterministic
+    if not rows:
+        return ProbeResult(episodes, 0, 0, 0.0, 0.0, None, 0.0, None, None)
+    wins = np.stack([r[0] for r in rows])  # [choices, candidates]
+    q = np.stack([r[1] for r in rows])
+    aucs = [_auc(qi[wi], qi[~wi]) for wi, qi in zip(wins, q, strict=True) if 0 < wi.sum() < len(wi)]
+    return ProbeResult(
+        episodes=episodes,
+        failed_episodes=failed,
+        probed_choices=len(rows),
+        choices_with_a_winner=float(wins[:, 1:].any(axis=1).mean()),
+        candidate_success=float(wins[:, 1:].mean()),
+        critic_auc=float(np.mean(aucs)) if aucs else None,
+        critic_pick_success=float(wins[np.arange(len(q)), q.argmax(axis=1)].mean()),
+        q_chosen=float(q[:, 0].mean()),
+        q_candidates=float(q[:, 1:].mean()),
+    )
+
+
+def _run(policy, task: TaskConfig, seed: int):
+    """One episode of the steered policy; a copy of the environment at every noise choice."""
+    env = make_policy_env(task, policy)
+    obs, _ = env.reset(seed=seed)
+    snapshots, done, success = [], False, False
+    while not done:
+        snapshots.append((copy.deepcopy(env), obs))
+        chunk = policy.predict_chunk(_batch(obs))[0, : policy.n_action_steps]
+        obs, _, terminated, truncated, info = env.step(chunk)
+        success |= bool(info[keys.IS_SUCCESS])
+        done = terminated or truncated
+    env.close()
+    return snapshots, success
+
+
+def _probe_choice(learner: DSRL, env, obs, n: int, sample: str, rng: np.random.Generator):
+    """Outcomes ``[n]`` and critic values ``[n]`` of ``n`` noises at one choice; row 0 is the
+    actor's own choice."""
+    policy, bound = learner.policy, learner.cfg.noise_bound
+    state = flat_state(_batch(obs))
+    chosen = policy.base_noise(_batch(obs)).reshape(1, -1) / bound
+    if sample == "actor":
+        others = (
+            np.concatenate(
+                [
+                    policy.base_noise(_batch(obs), rng.standard_normal(learner.noise_dim))
+                    for _ in range(n - 1)
+                ]
+            ).reshape(n - 1, -1)
+            / bound
+        )
+    else:
+        others = rng.standard_normal((n - 1, learner.noise_dim)) / bound
+    noise = np.clip(np.concatenate([chosen, others]), -0.999, 0.999).astype(np.float32)
+    states = np.repeat(state, n, axis=0)
+    chunks = learner.base_chunk(states, noise)
+    with torch.no_grad():
+        device = learner.cfg.sac.device
+        q = learner.sac.critic(
+            torch.from_numpy(states).to(device), torch.from_numpy(noise).to(device)
+        )
+        q = q.min(dim=0).values.cpu().numpy()
+    copies = [copy.deepcopy(env) for _ in range(n)]
+    wins = np.zeros(n, bool)
+    live_obs: list = [None] * n
+    live = []
+    for j, sim in enumerate(copies):
+        live_obs[j], _, terminated, truncated, info = sim.step(chunks[j])
+        wins[j] = bool(info[keys.IS_SUCCESS])
+        if not (terminated or truncated):
+            live.append(j)
+    while live:  # the rest of each branch with the steered policy, batched across branches
+        batch = {k: np.stack([live_obs[j][k] for j in live]) for k in live_obs[live[0]]}
+        next_chunks = policy.predict_chunk(batch)[:, : policy.n_action_steps]
+        still = []
+        for j, chunk in zip(live, next_chunks, strict=True):
+            live_obs[j], _, terminated, truncated, info = copies[j].step(chunk)
+            wins[j] |= bool(info[keys.IS_SUCCESS])
+            if not (terminated or truncated):
+                still.append(j)
+        live = still
+    for sim in copies:
+        sim.close()
+    return wins, q
+
+
+def _batch(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v[None] for k, v in obs.items()}
+
+
+def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counting half."""
+    diff = positive[:, None] - negative[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
