@@ -1,6 +1,6 @@
 """DSRL critic probe: does a trained DSRL run's noise critic rank latent noises as the task
-does? Branches the simulator at every noise choice of the steered policy's failed episodes
-(:mod:`robot_rl.improvers.probe`). ``run=`` is a DSRL run folder (``robot-rl improve`` or
+does? Branches the simulator at every noise choice of the steered policy's episodes, failed
+and won (:mod:`robot_rl.improvers.probe`). ``run=`` is a DSRL run folder (``robot-rl improve`` or
 the DSRL bench's ``out/sac_seed0``) holding ``checkpoint/``; ``improver=[...]`` repeats the
 settings it was trained with (network sizes, ``n_action_steps``, ``noise_bound``)."""
 
@@ -32,7 +32,7 @@ class ProbeBench:
     improver: list[str] = field(default_factory=list)
     """the run's overrides of configs/improver/dsrl.yaml, e.g. ['n_action_steps=4']"""
     episodes: int = 40
-    """episodes of the steered policy (only failed ones are probed)"""
+    """episodes of the steered policy, every noise choice probed"""
     candidates: int = 16
     """noises tried at every choice (the actor's own included)"""
     samples: list[str] = field(default_factory=lambda: ["gaussian", "actor"])
@@ -72,5 +72,5 @@ def run(overrides: list[str]) -> dict:
         result = probe_noise_critic(
             learner, task, opts.episodes, opts.candidates, sample, opts.seed, progress=True
         )
-        figures[sample] = result.summary()
+        figures[sample] = {group: r.summary() for group, r in result.items()}
     return figures

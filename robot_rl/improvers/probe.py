@@ -1,12 +1,13 @@
 """Does a DSRL critic rank latent noises the way the task does? A probe by branching.
 
-A steered policy runs ``episodes`` episodes. At every noise choice of each episode it failed,
-the simulator is copied ``candidates`` times; copy ``j`` executes the base's chunk for
+A steered policy runs ``episodes`` episodes. At every noise choice of each episode, the
+simulator is copied ``candidates`` times; copy ``j`` executes the base's chunk for
 candidate noise ``w_j`` (``w_0`` is the actor's own choice, the others drawn as ``sample``
 says) and then continues with the steered policy to the episode's end. Each candidate thus
 gets a true outcome (success or not; the simulator is deterministic) and the critic's
-``Q(s, w_j)``, and the probe reports how often a different noise would have won, and how
-well Q separates the winning candidates from the losing ones (AUC 0.5: no better than chance).
+``Q(s, w_j)``, and the probe reports, separately for the episodes the policy failed and won,
+how often a different noise would have won, and how well Q separates the winning candidates
+from the losing ones (AUC 0.5: no better than chance).
 
 Needs an environment that survives ``copy.deepcopy`` with its state (MuJoCo tasks do).
 """
@@ -31,12 +32,13 @@ SAMPLES = ("gaussian", "actor")
 
 @dataclass
 class ProbeResult:
-    """What the probe found; rates are over the probed noise choices of failed episodes."""
+    """What the probe found over the noise choices of one group of episodes (those the steered
+    policy failed, or those it won)."""
 
     episodes: int
-    failed_episodes: int
+    """episodes in the group"""
     probed_choices: int
-    """noise choices probed (every choice of every failed episode)"""
+    """noise choices probed: every choice of every episode in the group"""
     choices_with_a_winner: float
     """share of probed choices where some other candidate noise went on to succeed"""
     candidate_success: float
@@ -44,7 +46,7 @@ class ProbeResult:
     critic_auc: float | None
     """P(Q of a winning candidate > Q of a losing one), averaged over choices with both; None
     when no choice had both"""
-    critic_pick_success: float
+    critic_pick_success: float | None
     """share of probed choices where the candidate of highest Q went on to succeed"""
     q_chosen: float | None
     """mean Q of the actor's own choice (None when nothing was probed)"""
@@ -63,10 +65,12 @@ def probe_noise_critic(
     sample: str = "gaussian",
     seed: int = 20_000,
     progress: bool = True,
-) -> ProbeResult:
-    """Probe ``learner``'s noise critic on ``task`` (see the module docstring). ``sample``:
-    'gaussian' draws the other candidates as the base does (N(0, I) within the bound),
-    'actor' from the actor's own exploration distribution around its choice."""
+) -> dict[str, ProbeResult]:
+    """Probe ``learner``'s noise critic on ``task`` (see the module docstring); results for
+    the episodes the steered policy ``"failed"`` and those it ``"succeeded"`` in. Failed
+    episodes alone would flatter no critic: in them its top choice lost by definition.
+    ``sample``: 'gaussian' draws the other candidates as the base does (N(0, I) within the
+    bound), 'actor' from the actor's own exploration distribution around its choice."""
     if sample not in SAMPLES:
         raise ValueError(f"sample must be one of {SAMPLES}, got {sample!r}")
     if episodes < 1 or candidates < 2:
@@ -74,26 +78,29 @@ def probe_noise_critic(
     policy = learner.policy
     was_deterministic, policy.deterministic = policy.deterministic, True
     rng = np.random.default_rng(seed)
-    failed, rows = 0, []
+    groups: dict[str, list] = {"failed": [], "succeeded": []}
+    counts = {"failed": 0, "succeeded": 0}
     try:
         for episode in tqdm(range(episodes), desc="probe", disable=not progress):
             snapshots, success = _run(policy, task, seed + episode)
-            if success:
-                continue
-            failed += 1
-            rows.extend(
+            group = "succeeded" if success else "failed"
+            counts[group] += 1
+            groups[group].extend(
                 _probe_choice(learner, env, obs, candidates, sample, rng) for env, obs in snapshots
             )
     finally:
         policy.deterministic = was_deterministic
+    return {name: _summarise(counts[name], rows) for name, rows in groups.items()}
+
+
+def _summarise(episodes: int, rows: list) -> ProbeResult:
     if not rows:
-        return ProbeResult(episodes, 0, 0, 0.0, 0.0, None, 0.0, None, None)
+        return ProbeResult(episodes, 0, 0.0, 0.0, None, None, None, None)
     wins = np.stack([r[0] for r in rows])  # [choices, candidates]
     q = np.stack([r[1] for r in rows])
     aucs = [_auc(qi[wi], qi[~wi]) for wi, qi in zip(wins, q, strict=True) if 0 < wi.sum() < len(wi)]
     return ProbeResult(
         episodes=episodes,
-        failed_episodes=failed,
         probed_choices=len(rows),
         choices_with_a_winner=float(wins[:, 1:].any(axis=1).mean()),
         candidate_success=float(wins[:, 1:].mean()),

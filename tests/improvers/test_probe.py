@@ -27,8 +27,10 @@ def test_auc_counts_pairs_and_ties():
 
 def test_probe_finds_winning_noises_the_failing_policy_passed_over(toy_task):
     learner = _learner()
-    result = probe_noise_critic(learner, toy_task, episodes=4, candidates=16, progress=False)
-    assert result.failed_episodes == 4 and result.probed_choices >= 3
+    groups = probe_noise_critic(learner, toy_task, episodes=4, candidates=16, progress=False)
+    result = groups["failed"]
+    assert result.episodes == 4 and result.probed_choices >= 4
+    assert groups["succeeded"].episodes == 0 and groups["succeeded"].critic_auc is None
     # one chunk of a large N(0, I) noise gets it over the line: some branch wins
     assert 0 < result.choices_with_a_winner <= 1 and 0 < result.candidate_success < 1
     assert result.q_chosen is not None and np.isfinite(result.q_chosen)
