@@ -200,3 +200,15 @@ def final_observation(info: dict, obs: dict[str, np.ndarray]) -> dict[str, np.nd
         for k, v in info[keys.FINAL_OBS][i].items():
             out[k][i] = v
     return out
+
+
+def time_limit_timeouts(
+    env: gym.vector.VectorEnv, terminated: np.ndarray, truncated: np.ndarray
+) -> np.ndarray:
+    """Which sub-environments ran out the task's time limit at this step: truncated, not
+    terminated. A vector environment whose truncations are not that limit (a world model's
+    imagination cuts rollouts that start mid-episode) says so with a false
+    ``truncation_is_time_limit`` attribute; its truncations are then never timeouts."""
+    if not getattr(env, "truncation_is_time_limit", True):
+        return np.zeros_like(np.asarray(truncated), dtype=bool)
+    return np.asarray(truncated, dtype=bool) & ~np.asarray(terminated, dtype=bool)

@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from robot_rl.core import keys
-from robot_rl.core.envs import final_observation, step_info
+from robot_rl.core.envs import final_observation, step_info, time_limit_timeouts
 from robot_rl.improvers.steered import flat_state
 
 
@@ -74,15 +74,11 @@ class VectorCollector:
 
     ``timings`` accumulates seconds spent choosing chunks (``inference_s``: the actor and the
     base's denoising) and stepping the environments (``env_s``: physics, rendering, rewards).
-
-    A vector environment whose truncations are not the task's time limit (a world model's
-    imagination cuts rollouts that start mid-episode) says so with a false
-    ``truncation_is_time_limit`` attribute; its truncations are then never timeouts."""
+    Timeouts are as :func:`robot_rl.core.envs.time_limit_timeouts` tells them."""
 
     def __init__(self, env: gym.vector.VectorEnv, seed: int = 0):
         self.env, self.seed = env, seed
         self.num_envs = env.num_envs
-        self.truncation_is_time_limit = bool(getattr(env, "truncation_is_time_limit", True))
         self._obs: dict[str, np.ndarray] | None = None
         self.timings = {"inference_s": 0.0, "env_s": 0.0}
 
@@ -113,7 +109,7 @@ class VectorCollector:
                     done=np.logical_or(terminated, truncated),
                     success=step_info(info, keys.IS_SUCCESS, False).astype(bool),
                     env_id=np.arange(self.num_envs),
-                    timeout=truncated & ~terminated & self.truncation_is_time_limit,
+                    timeout=time_limit_timeouts(self.env, terminated, truncated),
                 )
             )
         return Transitions.concat(parts)

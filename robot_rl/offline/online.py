@@ -24,7 +24,12 @@ import torch
 from tqdm.auto import tqdm
 
 from robot_rl.core import keys
-from robot_rl.core.envs import final_observation, make_vector_env, step_info
+from robot_rl.core.envs import (
+    final_observation,
+    make_vector_env,
+    step_info,
+    time_limit_timeouts,
+)
 from robot_rl.core.task import TaskConfig
 from robot_rl.eval.rollout import evaluate, make_policy_env
 from robot_rl.improvers.online import History
@@ -91,7 +96,6 @@ def train_online(
         )
     else:
         env = train_env(cfg.n_envs)
-    timeouts_are_limits = bool(getattr(env, "truncation_is_time_limit", True))
     rng = np.random.default_rng(seed + env_steps)
     obs, _ = env.reset(seed=seed + 50_000 + env_steps)
     next_eval = (env_steps // cfg.eval_every + 1) * cfg.eval_every
@@ -112,7 +116,7 @@ def train_online(
                 discount=torch.as_tensor(
                     learner_discount(
                         critic.cfg.gamma**steps * (1.0 - terminated),
-                        truncated & ~terminated & timeouts_are_limits,
+                        time_limit_timeouts(env, terminated, truncated),
                         critic.cfg.bootstrap_timeouts,
                     ),
                     dtype=torch.float32,

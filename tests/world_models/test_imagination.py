@@ -6,8 +6,7 @@ from toys import ConstantPolicy, ToySteerable, toy_task_config
 
 from robot_rl import config
 from robot_rl.core import keys
-from robot_rl.core.envs import final_observation, step_info
-from robot_rl.improvers.collectors import VectorCollector
+from robot_rl.core.envs import final_observation, step_info, time_limit_timeouts
 from robot_rl.improvers.dsrl import DSRL, DSRLConfig
 from robot_rl.improvers.online import train_dsrl
 from robot_rl.rl.sac import SACConfig
@@ -57,7 +56,8 @@ def test_steps_whole_chunks_with_same_step_autoreset(toy_model, starts):
     assert ended and env.episodes >= 1  # horizon 3 with 2-step chunks ends by the 2nd chunk
     # imagined episodes start mid-episode: their horizon cuts are not the task's time limit,
     # so a collector never reports them as timeouts (learners bootstrap through them)
-    assert VectorCollector(env).truncation_is_time_limit is False
+    cut = np.ones(3, bool)
+    assert not time_limit_timeouts(env, terminated=~cut, truncated=cut).any()
     with pytest.raises(ValueError, match="action chunk|shape"):
         env.step(np.ones((3, 3, 1), np.float32))
 
