@@ -114,6 +114,11 @@ def improve_on_robot(
     first ``warmup_env_steps`` (default ``cfg.warmup_env_steps``) act with the base."""
     from tqdm.auto import tqdm
 
+    if cfg.clock:
+        raise ValueError(
+            "improver.clock=true is not available through the daemon: its stored episodes and "
+            "the served steered policy carry no episode clock; train on the robot with clock=false"
+        )
     env_steps = cfg.env_steps if env_steps is None else env_steps
     warmup = cfg.warmup_env_steps if warmup_env_steps is None else warmup_env_steps
     base = load_policy(base_path)

@@ -79,6 +79,50 @@ class ObservationHistory(gym.ObservationWrapper):
         return {k: np.stack([f[k] for f in self._frames]) for k in self._frames[0]}
 
 
+class EpisodeClock(gym.Wrapper):
+    """Adds ``obs[keys.EPISODE_CLOCK]``: the share of the episode's step budget used so far,
+    ``[steps / max_steps]`` in [0, 1]. A learner whose return ends at the time limit needs it
+    to be Markov: without it a state ten steps before the limit and the same state at the
+    start look alike, though only one of them has time left to succeed.
+
+    ``max_steps`` defaults to the registered ``max_episode_steps`` of the environment."""
+
+    def __init__(self, env: gym.Env, max_steps: int | None = None):
+        super().__init__(env)
+        spec = getattr(env, "spec", None)
+        max_steps = max_steps or (spec.max_episode_steps if spec is not None else None)
+        if not max_steps or max_steps < 1:
+            raise ValueError(
+                f"EpisodeClock needs the episode's step budget: {env} has no max_episode_steps "
+                "in its spec; pass max_steps"
+            )
+        if not isinstance(env.observation_space, spaces.Dict):
+            raise TypeError(f"expected a Dict observation space, got {env.observation_space}")
+        if keys.EPISODE_CLOCK in env.observation_space.spaces:
+            raise ValueError(f"the observation already has {keys.EPISODE_CLOCK!r}")
+        self.max_steps, self._steps = int(max_steps), 0
+        self.observation_space = spaces.Dict(
+            {
+                **env.observation_space.spaces,
+                keys.EPISODE_CLOCK: spaces.Box(0.0, 1.0, (1,), np.float32),
+            }
+        )
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._steps = 0
+        return self._with_clock(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._steps += 1
+        return self._with_clock(obs), reward, terminated, truncated, info
+
+    def _with_clock(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        clock = min(self._steps / self.max_steps, 1.0)
+        return {**obs, keys.EPISODE_CLOCK: np.array([clock], np.float32)}
+
+
 def _stack_space(space: spaces.Space, n: int) -> spaces.Box:
     if not isinstance(space, spaces.Box):
         raise TypeError(f"observation history supports Box spaces only, got {space}")

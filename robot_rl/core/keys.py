@@ -7,6 +7,9 @@ the observation-history wrapper a time dimension ``[To, ...]`` after it.
 
 STATE = "state"
 IMAGE_PREFIX = "image."
+# the share of the episode's step budget already used, float32 [1]: 0 at reset, 1 at the time
+# limit (added by robot_rl.core.envs.EpisodeClock for learners that read it; never stored)
+EPISODE_CLOCK = "episode_clock"
 
 ACTION = "action"
 REWARD = "reward"

@@ -16,7 +16,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from robot_rl.core import keys
-from robot_rl.core.envs import ChunkedEnv, ObservationHistory, make_vector_env, step_info
+from robot_rl.core.envs import (
+    ChunkedEnv,
+    EpisodeClock,
+    ObservationHistory,
+    make_vector_env,
+    step_info,
+)
 from robot_rl.core.policy import ChunkPolicy
 from robot_rl.core.task import TaskConfig, make_env
 from robot_rl.eval.stats import wilson_interval
@@ -53,10 +59,13 @@ def make_policy_env(
     **env_overrides,
 ):
     """One environment as a chunk policy sees it: history of To observations, Ta-step chunks.
-    ``reward`` wraps the per-step environment first (e.g. :class:`ProgressReward`)."""
+    ``reward`` wraps the per-step environment first (e.g. :class:`ProgressReward`). A policy
+    with ``reads_clock`` also gets the episode clock (:class:`EpisodeClock`)."""
     env = make_env(task, **env_overrides)
     if reward is not None:
         env = reward(env)
+    if getattr(policy, "reads_clock", False):
+        env = EpisodeClock(env)
     return ChunkedEnv(ObservationHistory(env, policy.n_obs_steps), policy.n_action_steps, gamma)
 
 

@@ -20,11 +20,12 @@ import numpy as np
 
 from robot_rl.core import keys
 from robot_rl.core.envs import final_observation, step_info, time_limit_timeouts
-from robot_rl.improvers.steered import flat_state
+from robot_rl.improvers.steered import actor_input
 
 
 class Actor(Protocol):
-    """What a collector needs of a learner: batched acting on flat states."""
+    """What a collector needs of a learner: batched acting on flat states (followed by the
+    episode clock when the learner has ``reads_clock``)."""
 
     def act(self, state: np.ndarray, explore: bool, warmup: bool) -> tuple[np.ndarray, np.ndarray]:
         """``(stored_action [B, D], executed_chunk [B, Ta, A])`` for flat states ``[B, O]``."""
@@ -89,8 +90,9 @@ class VectorCollector:
         if self._obs is None:
             self._obs, _ = self.env.reset(seed=self.seed)
         parts = []
+        clock = getattr(actor, "reads_clock", False)
         for _ in range(vector_steps):
-            state = flat_state(self._obs)
+            state = actor_input(self._obs, clock)
             t0 = time.perf_counter()
             action, chunk = actor.act(state, explore=True, warmup=warmup)
             t1 = time.perf_counter()
@@ -103,7 +105,7 @@ class VectorCollector:
                     state=state,
                     action=action.astype(np.float32),
                     reward=np.asarray(reward, np.float32),
-                    next_state=flat_state(final_observation(info, self._obs)),
+                    next_state=actor_input(final_observation(info, self._obs), clock),
                     discount=(gamma**steps * (1.0 - terminated)).astype(np.float32),
                     steps=steps,
                     done=np.logical_or(terminated, truncated),

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from robot_rl.core import keys
 from robot_rl.core.policy import SteerableChunkPolicy
 from robot_rl.improvers.steered import SteeredPolicy
 from robot_rl.rl.networks import CriticEnsemble, InputNorm
@@ -62,6 +63,12 @@ class DSRLConfig:
     episode never shows the critic a low target, since from a near miss the box could still
     be pushed in given more time: on push the critic's value became flat in the noise and the
     actor's choice no better than chance (see the README's DSRL section)"""
+    clock: bool = False
+    """the noise actor and its critics also read the episode clock (the share of the step
+    budget used, :class:`robot_rl.core.envs.EpisodeClock`). With the return ending at the time
+    limit, the value of a state depends on the time left, which the task's observation does
+    not show; the clock makes the chunk MDP Markov again (Pardo et al., 2018). The base never
+    sees it"""
     sac: SACConfig = field(
         default_factory=lambda: SACConfig(hidden_dims=(256, 256), init_alpha=1e-3)
     )
@@ -137,8 +144,9 @@ class DSRL:
         self.cfg, self.base = cfg, base
         torch.manual_seed(cfg.seed)
         self.noise_dim = int(np.prod(base.noise_shape))
-        self.obs_dim = obs_dim
-        self.sac = SAC(obs_dim, self.noise_dim, cfg.sac)
+        self.state_dim = obs_dim  # the flat state history; the clock, if read, comes after it
+        self.obs_dim = obs_dim + int(cfg.clock)
+        self.sac = SAC(self.obs_dim, self.noise_dim, cfg.sac)
         if cfg.start_as_base:
             self.sac.actor.start_as(base_like_std(cfg.noise_bound))
         self.policy = SteeredPolicy(
@@ -147,13 +155,14 @@ class DSRL:
             cfg.noise_bound,
             cfg.deterministic,
             n_action_steps=cfg.n_action_steps,
+            reads_clock=cfg.clock,
         )
         self.n_action_steps = self.policy.n_action_steps
         self.chunk_dim = self.n_action_steps * base.action_dim
         if cfg.variant == "na":
             hidden, n = cfg.sac.hidden_dims, cfg.sac.n_critics
             self.action_critic = CriticEnsemble(
-                obs_dim, self.chunk_dim, hidden, n, cfg.sac.layer_norm
+                self.obs_dim, self.chunk_dim, hidden, n, cfg.sac.layer_norm
             ).to(cfg.sac.device)
             self.action_critic_target = copy.deepcopy(self.action_critic).requires_grad_(False)
             self.action_critic_opt = torch.optim.Adam(
@@ -185,9 +194,18 @@ class DSRL:
     def load_acting_weights(self, weights: dict[str, np.ndarray]) -> None:
         self.sac.actor.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
 
+    @property
+    def reads_clock(self) -> bool:
+        """Whether a collector must hand :meth:`act` the episode clock after the state."""
+        return self.cfg.clock
+
     def base_chunk(self, state_hist: np.ndarray, scaled_noise: np.ndarray) -> np.ndarray:
-        """Executed chunk ``[B, Ta, A]`` of the base for flat states and noise in [-1, 1]."""
-        obs = {"state": state_hist.reshape(state_hist.shape[0], self.base.n_obs_steps, -1)}
+        """Executed chunk ``[B, Ta, A]`` of the base for the actor's inputs (flat states, then
+        the clock if read) and noise in [-1, 1]."""
+        b, to = state_hist.shape[0], self.base.n_obs_steps
+        obs = {keys.STATE: state_hist[:, : self.state_dim].reshape(b, to, -1)}
+        if self.cfg.clock:  # for a base that is itself a clock-reading steered policy
+            obs[keys.EPISODE_CLOCK] = np.repeat(state_hist[:, None, self.state_dim :], to, axis=1)
         w = (self.cfg.noise_bound * scaled_noise).reshape(-1, *self.base.noise_shape)
         return self.base.predict_chunk(obs, w)[:, : self.n_action_steps]
 

@@ -25,7 +25,7 @@ from robot_rl.core import keys
 from robot_rl.core.task import TaskConfig
 from robot_rl.eval.rollout import make_policy_env
 from robot_rl.improvers.dsrl import DSRL
-from robot_rl.improvers.steered import flat_state
+from robot_rl.improvers.steered import actor_input
 
 SAMPLES = ("gaussian", "actor")
 
@@ -130,7 +130,7 @@ def _probe_choice(learner: DSRL, env, obs, n: int, sample: str, rng: np.random.G
     """Outcomes ``[n]`` and critic values ``[n]`` of ``n`` noises at one choice; row 0 is the
     actor's own choice."""
     policy, bound = learner.policy, learner.cfg.noise_bound
-    state = flat_state(_batch(obs))
+    state = actor_input(_batch(obs), learner.reads_clock)
     chosen = policy.base_noise(_batch(obs)).reshape(1, -1) / bound
     if sample == "actor":
         others = (

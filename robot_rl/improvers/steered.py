@@ -32,6 +32,22 @@ def flat_state(obs: Observation) -> np.ndarray:
     return state.reshape(state.shape[0], -1)
 
 
+def actor_input(obs: Observation, clock: bool) -> np.ndarray:
+    """The noise actor's (and its critics') input: :func:`flat_state`, followed with ``clock``
+    by the latest episode clock, ``[B, To * D + 1]`` (:class:`robot_rl.core.envs.EpisodeClock`)."""
+    state = flat_state(obs)
+    if not clock:
+        return state
+    if keys.EPISODE_CLOCK not in obs:
+        raise KeyError(
+            f"this learner reads the episode clock, but the observation has only {sorted(obs)}: "
+            "build the environment with make_policy_env (it adds the clock for a policy with "
+            "reads_clock) or wrap it in robot_rl.core.envs.EpisodeClock"
+        )
+    now = np.asarray(obs[keys.EPISODE_CLOCK], dtype=np.float32).reshape(len(state), -1)[:, -1:]
+    return np.concatenate([state, now], axis=1)
+
+
 class SteeredPolicy(SteerableChunkPolicy):
     """base (steerable, frozen) + noise actor ``state history -> noise [H, A]``."""
 
@@ -43,6 +59,7 @@ class SteeredPolicy(SteerableChunkPolicy):
         deterministic: bool = False,
         seed: int = 0,
         n_action_steps: int | None = None,
+        reads_clock: bool = False,
     ):
         if not isinstance(base, SteerableChunkPolicy):
             raise TypeError(
@@ -62,6 +79,9 @@ class SteeredPolicy(SteerableChunkPolicy):
         self.n_obs_steps = base.n_obs_steps
         self.noise_shape = (int(np.prod(base.noise_shape)),)
         self.deterministic = deterministic
+        self.actor_reads_clock = bool(reads_clock)
+        # the environment must carry the clock if this actor or a steered base reads it
+        self.reads_clock = self.actor_reads_clock or getattr(base, "reads_clock", False)
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -74,7 +94,9 @@ class SteeredPolicy(SteerableChunkPolicy):
     def base_noise(self, obs: Observation, z: np.ndarray | None = None) -> np.ndarray:
         """The latent noise handed to the base, ``[B, *base.noise_shape]``, within the bound."""
         device = next(self.actor.parameters()).device  # the learner's, e.g. cuda
-        mean, log_std = self.actor.gaussian(torch.from_numpy(flat_state(obs)).to(device))
+        mean, log_std = self.actor.gaussian(
+            torch.from_numpy(actor_input(obs, self.actor_reads_clock)).to(device)
+        )
         pre = mean
         if z is None and not self.deterministic:
             z = self.rng.standard_normal(mean.shape)
@@ -109,6 +131,7 @@ def save_steered(policy: SteeredPolicy, path: str | Path, base_path: str | Path)
             "noise_bound": policy.noise_bound,
             "deterministic": policy.deterministic,
             "n_action_steps": policy.n_action_steps,
+            "reads_clock": policy.actor_reads_clock,
             "obs_dim": policy.actor.obs_dim,
             "noise_dim": policy.actor.act_dim,
             "hidden_dims": [
@@ -158,4 +181,5 @@ def steered_with_base(path: str | Path, config: dict, base) -> SteeredPolicy:
         config["noise_bound"],
         config.get("deterministic", False),
         n_action_steps=config.get("n_action_steps"),
+        reads_clock=config.get("reads_clock", False),
     )

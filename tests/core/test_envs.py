@@ -6,6 +6,7 @@ from toys import ConstantPolicy
 from robot_rl.core import keys
 from robot_rl.core.envs import (
     ChunkedEnv,
+    EpisodeClock,
     ObservationHistory,
     ProgressReward,
     final_observation,
@@ -38,6 +39,22 @@ def test_observation_history_repeats_first_frame_then_slides(toy_task):
     np.testing.assert_array_equal(obs2["state"][:2], obs["state"][1:])
     assert obs2["state"][2, 0] == pytest.approx(obs["state"][2, 0] + 0.25)
     assert env.observation_space["state"].shape == (3, 2)
+
+
+def test_episode_clock_counts_the_share_of_the_step_budget_and_restarts(toy_task):
+    env = ObservationHistory(EpisodeClock(make_env(toy_task)), n_obs_steps=2)  # budget 12
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs[keys.EPISODE_CLOCK], [[0.0], [0.0]])
+    for _ in range(3):
+        obs, *_ = env.step(np.array([-1.0], np.float32))  # away from the goal: never ends
+    np.testing.assert_allclose(obs[keys.EPISODE_CLOCK][:, 0], [2 / 12, 3 / 12])
+    assert env.observation_space[keys.EPISODE_CLOCK].shape == (2, 1)
+    obs, _ = env.reset(seed=1)
+    assert np.all(obs[keys.EPISODE_CLOCK] == 0.0)
+    with pytest.raises(ValueError, match="pass max_steps"):
+        EpisodeClock(make_env(toy_task).unwrapped)
+    with pytest.raises(ValueError, match="already has"):
+        EpisodeClock(EpisodeClock(make_env(toy_task)))
 
 
 def test_chunked_env_discounts_and_stops_early(toy_task):

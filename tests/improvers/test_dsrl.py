@@ -7,7 +7,7 @@ from toys import ToySteerable
 
 from robot_rl.improvers.dsrl import DSRL, DSRLConfig
 from robot_rl.improvers.online import train_dsrl
-from robot_rl.improvers.steered import SteeredPolicy, save_steered
+from robot_rl.improvers.steered import SteeredPolicy, save_steered, steered_with_base
 from robot_rl.rl.networks import TanhGaussianActor
 from robot_rl.rl.sac import SACConfig
 
@@ -207,3 +207,27 @@ def test_progress_reward_type_is_checked_and_trains(toy_task):
     assert history.updates > 0
     # the shaped toy pays for moving back as well as forth; sparse rewards are never negative
     assert (torch.cat(seen) < 0).any()
+
+
+def test_the_clock_reaches_the_learner_and_stays_with_the_steered_policy(toy_task, tmp_path):
+    learner = DSRL(ToySteerable(), OBS_DIM, _cfg("sac", env_steps=120, clock=True))
+    assert learner.obs_dim == OBS_DIM + 1 and learner.policy.reads_clock
+    seen = []
+    update = learner.update
+    learner.update = lambda batch: seen.append(batch) or update(batch)
+    train_dsrl(learner, toy_task, progress=False, base_success=0.0)
+    # the last input column is the clock: steps / 12 (the toy's budget), both in obs and next_obs
+    for key in ("obs", "next_obs"):
+        clock = torch.cat([b[key][:, -1] for b in seen])
+        assert clock.min() >= 0.0 and clock.max() <= 1.0 and len(clock.unique()) > 2
+        np.testing.assert_allclose((clock * 12).numpy(), (clock * 12).round().numpy(), atol=1e-5)
+    # the base still reads the state history alone
+    inputs = np.zeros((3, OBS_DIM + 1), np.float32)
+    assert learner.base_chunk(inputs, np.zeros((3, learner.noise_dim), np.float32)).shape[0] == 3
+    save_steered(learner.policy, tmp_path / "steered", tmp_path / "base")
+    header = json.loads((tmp_path / "steered" / "config.json").read_text())
+    assert header["config"]["reads_clock"] is True
+    steered = steered_with_base(tmp_path / "steered", header["config"], learner.base)
+    assert steered.reads_clock
+    with pytest.raises(KeyError, match="episode clock"):
+        steered.predict_chunk({"state": np.zeros((1, 2, 2), np.float32)})

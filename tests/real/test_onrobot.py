@@ -98,3 +98,17 @@ def test_dsrl_through_the_daemon_pushes_weights_between_episodes(
     obs = {"state": np.zeros((1, 2, 10), np.float32)}
     assert pushed.deterministic  # the checkpoint left at the end acts with the actor's mean
     np.testing.assert_allclose(pushed.base_noise(obs), learner.policy.base_noise(obs), atol=1e-6)
+
+
+def test_the_episode_clock_is_refused_through_the_daemon_before_anything_runs(tmp_path):
+    # the daemon's episodes carry no clock: a clear error before a client call or a file
+    with pytest.raises(ValueError, match="clock=false"):
+        improve_on_robot(
+            None,
+            tmp_path / "robot.zarr",
+            tmp_path / "base",
+            DSRLConfig(clock=True),
+            env_steps=60,
+            out=tmp_path / "run",
+        )
+    assert not (tmp_path / "run").exists()
