@@ -55,6 +55,13 @@ class PolicySpec:
 
     @classmethod
     def of(cls, policy: ChunkPolicy) -> PolicySpec:
+        """The spec of a policy the daemon can run; refuses one that reads the episode clock,
+        which the daemon's observations do not carry."""
+        if getattr(policy, "reads_clock", False):
+            raise ValueError(
+                "this steered policy reads the episode clock (trained with improver.clock=true), "
+                "which the daemon's observations do not carry: deploy one trained with clock=false"
+            )
         return cls(
             int(policy.action_dim),
             int(policy.n_obs_steps),
@@ -129,9 +136,10 @@ class InferenceWorker:
 
     def set_policy(self, policy: ChunkPolicy | None) -> None:
         """Swap the policy (between episodes); pending work is discarded."""
+        spec = PolicySpec.of(policy) if policy is not None else None  # may refuse it
         with self._cv:
             self._policy, self._request, self._result, self.error = policy, None, None, None
-            self._spec = PolicySpec.of(policy) if policy is not None else None
+            self._spec = spec
             if policy is not None:
                 policy.reset()
 

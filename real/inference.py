@@ -305,9 +305,11 @@ def _serve(conn, seed: int, torch_threads: int, nice: int) -> None:
                 elif kind == "load":
                     job = None
                     try:
-                        policy = loader.load(message[1])
-                        policy.reset()
-                        conn.send(("loaded", PolicySpec.of(policy).__dict__))
+                        loaded = loader.load(message[1])
+                        spec = PolicySpec.of(loaded)  # may refuse it: the old one stays
+                        loaded.reset()
+                        policy = loaded
+                        conn.send(("loaded", spec.__dict__))
                     except Exception as err:  # noqa: BLE001 - report, keep the old policy
                         conn.send(("load_error", type(err).__name__, f"{message[1]}: {err}"))
             if job is None:

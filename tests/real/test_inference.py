@@ -19,9 +19,11 @@ from robot_rl.rl.networks import TanhGaussianActor
 OBS = {"state": np.zeros((2, 10), np.float32)}
 
 
-def _steered(base_path, path, deterministic):
-    actor = TanhGaussianActor(20, 16, (8,), True)
-    policy = SteeredPolicy(load_policy(base_path), actor, 1.5, deterministic)
+def _steered(base_path, path, deterministic, reads_clock=False):
+    actor = TanhGaussianActor(20 + reads_clock, 16, (8,), True)
+    policy = SteeredPolicy(
+        load_policy(base_path), actor, 1.5, deterministic, reads_clock=reads_clock
+    )
     return save_steered(policy, path, base_path)
 
 
@@ -83,6 +85,12 @@ def test_daemon_with_process_inference_loads_over_the_api_drops_stale_and_revive
             worker.request(OBS, tick)
             noises.append(worker.take(60).noise)
         assert not np.allclose(*noises) and np.abs(noises).max() <= 1.5
+        # a policy that reads the episode clock is refused by the child; the old one stays
+        clocked = _steered(base, tmp_path / "clocked", deterministic=True, reads_clock=True)
+        with pytest.raises(RuntimeError, match="422.*episode clock"):
+            client.load_policy(str(clocked))
+        worker.request(OBS, 9)
+        assert worker.take(60).noise.shape == (16,)
         # the child dies: no answer, an error; the next episode start revives it
         worker._proc.kill()
         worker._proc.join()
@@ -103,3 +111,22 @@ def test_daemon_with_process_inference_loads_over_the_api_drops_stale_and_revive
     episode = EpisodeStore.open(tmp_path / "robot.zarr").get_episode(0)
     np.testing.assert_array_equal(episode["chunk_step"], [0, 1, 2, 3] * 2 + [0, 1])
     assert episode["latent_noise"].shape == (10, 16) and np.abs(episode["action"]).max() <= 1
+
+
+def test_the_inference_thread_refuses_a_clock_reading_policy_and_keeps_its_own(
+    tmp_path, tiny_diffusion
+):
+    from real.chunks import InferenceWorker
+
+    worker = InferenceWorker()
+    try:
+        base = load_policy(tiny_diffusion)
+        worker.set_policy(base)
+        clocked = load_policy(_steered(tiny_diffusion, tmp_path / "c", True, reads_clock=True))
+        with pytest.raises(ValueError, match="episode clock"):
+            worker.set_policy(clocked)
+        assert worker.spec.noise_dim == 16
+        worker.request(OBS, 0)
+        assert worker.take(60).actions.shape == (4, 2)
+    finally:
+        worker.close()
