@@ -142,6 +142,11 @@ class DSRL:
 
     def __init__(self, base: SteerableChunkPolicy, obs_dim: int, cfg: DSRLConfig):
         self.cfg, self.base = cfg, base
+        if getattr(base, "reads_clock", False) and not cfg.clock:
+            raise ValueError(
+                "the base is a steered policy that reads the episode clock: steer it again "
+                "with improver.clock=true, so the clock reaches it"
+            )
         torch.manual_seed(cfg.seed)
         self.noise_dim = int(np.prod(base.noise_shape))
         self.state_dim = obs_dim  # the flat state history; the clock, if read, comes after it

@@ -231,3 +231,9 @@ def test_the_clock_reaches_the_learner_and_stays_with_the_steered_policy(toy_tas
     assert steered.reads_clock
     with pytest.raises(KeyError, match="episode clock"):
         steered.predict_chunk({"state": np.zeros((1, 2, 2), np.float32)})
+    # steering it again passes the clock through to it, and only with the clock on
+    with pytest.raises(ValueError, match="clock=true"):
+        DSRL(steered, OBS_DIM, _cfg("sac"))
+    again = DSRL(steered, OBS_DIM, _cfg("sac", clock=True))
+    inputs[:, -1] = 0.5
+    assert again.base_chunk(inputs, np.zeros((3, again.noise_dim), np.float32)).shape[0] == 3
