@@ -33,6 +33,8 @@ class ChunkPolicy(abc.ABC):
     horizon: int  # H, steps predicted per call
     n_action_steps: int  # Ta <= H, steps executed per call
     n_obs_steps: int  # To, observation history the policy reads
+    # True: it also reads obs["episode_clock"], which make_policy_env then adds (EpisodeClock)
+    reads_clock: bool = False
 
     @abc.abstractmethod
     def predict_chunk(self, obs: Observation) -> np.ndarray:
