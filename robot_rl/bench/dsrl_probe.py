@@ -35,9 +35,12 @@ class ProbeBench:
     """episodes of the steered policy, every noise choice probed"""
     candidates: int = 16
     """noises tried at every choice (the actor's own included)"""
-    samples: list[str] = field(default_factory=lambda: ["gaussian", "actor"])
+    samples: list[str] = field(default_factory=lambda: ["gaussian", "actor", "local"])
     """how the other candidates are drawn: 'gaussian' (as the base), 'actor' (around the
-    actor's choice, as it explores)"""
+    actor's choice, as it explores), 'local' (the actor's choice plus small Gaussian steps, once
+    per ``local_scales``: how smooth success is around the noises it picks)"""
+    local_scales: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3])
+    """step sizes of the 'local' candidates, in units of the noise bound"""
     seed: int = 20_000
     """seed of the first episode"""
 
@@ -69,8 +72,17 @@ def run(overrides: list[str]) -> dict:
         "env_steps": meta["env_steps"],
     }
     for sample in opts.samples:
-        result = probe_noise_critic(
-            learner, task, opts.episodes, opts.candidates, sample, opts.seed, progress=True
-        )
-        figures[sample] = {group: r.summary() for group, r in result.items()}
+        for scale in opts.local_scales if sample == "local" else [None]:
+            result = probe_noise_critic(
+                learner,
+                task,
+                opts.episodes,
+                opts.candidates,
+                sample,
+                opts.seed,
+                progress=True,
+                local_scale=scale or 0.1,
+            )
+            name = sample if scale is None else f"local_{scale:g}"
+            figures[name] = {group: r.summary() for group, r in result.items()}
     return figures

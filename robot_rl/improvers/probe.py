@@ -7,7 +7,12 @@ says) and then continues with the steered policy to the episode's end. Each cand
 gets a true outcome (success or not; the simulator is deterministic) and the critic's
 ``Q(s, w_j)``, and the probe reports, separately for the episodes the policy failed and won,
 how often a different noise would have won, and how well Q separates the winning candidates
-from the losing ones (AUC 0.5: no better than chance).
+from the losing ones (AUC 0.5: no better than chance). Per choice index (the first noise
+choice of an episode, the second, ...) it reports where a failed episode could still have been
+won. Drawn with ``sample="local"``, the candidates are the actor's choice moved by Gaussian
+steps of ``local_scale`` (in units of the noise bound): in the won episodes their success is
+how far a winning noise's neighbours also win, i.e. how smooth the landscape the critic must
+learn is at that scale.
 
 Needs an environment that survives ``copy.deepcopy`` with its state (MuJoCo tasks do).
 """
@@ -27,7 +32,7 @@ from robot_rl.eval.rollout import make_policy_env
 from robot_rl.improvers.dsrl import DSRL
 from robot_rl.improvers.steered import actor_input
 
-SAMPLES = ("gaussian", "actor")
+SAMPLES = ("gaussian", "actor", "local")
 
 
 @dataclass
@@ -52,6 +57,9 @@ class ProbeResult:
     """mean Q of the actor's own choice (None when nothing was probed)"""
     q_candidates: float | None
     """mean Q of the other candidates"""
+    by_choice: list[dict]
+    """per choice index (0: an episode's first noise choice): ``choices``,
+    ``choices_with_a_winner`` and ``candidate_success`` over the choices at that index"""
 
     def summary(self) -> dict:
         return asdict(self)
@@ -65,14 +73,18 @@ def probe_noise_critic(
     sample: str = "gaussian",
     seed: int = 20_000,
     progress: bool = True,
+    local_scale: float = 0.1,
 ) -> dict[str, ProbeResult]:
     """Probe ``learner``'s noise critic on ``task`` (see the module docstring); results for
     the episodes the steered policy ``"failed"`` and those it ``"succeeded"`` in. Failed
     episodes alone would flatter no critic: in them its top choice lost by definition.
     ``sample``: 'gaussian' draws the other candidates as the base does (N(0, I) within the
-    bound), 'actor' from the actor's own exploration distribution around its choice."""
+    bound), 'actor' from the actor's own exploration distribution around its choice, 'local'
+    the actor's choice plus N(0, ``local_scale``^2) steps (in units of the bound)."""
     if sample not in SAMPLES:
         raise ValueError(f"sample must be one of {SAMPLES}, got {sample!r}")
+    if sample == "local" and not local_scale > 0:
+        raise ValueError(f"local_scale must be > 0, got {local_scale}")
     if episodes < 1 or candidates < 2:
         raise ValueError(f"need episodes >= 1 and candidates >= 2, got {episodes}, {candidates}")
     policy = learner.policy
@@ -86,7 +98,8 @@ def probe_noise_critic(
             group = "succeeded" if success else "failed"
             counts[group] += 1
             groups[group].extend(
-                _probe_choice(learner, env, obs, candidates, sample, rng) for env, obs in snapshots
+                (index, *_probe_choice(learner, env, obs, candidates, sample, rng, local_scale))
+                for index, (env, obs) in enumerate(snapshots)
             )
     finally:
         policy.deterministic = was_deterministic
@@ -95,9 +108,10 @@ def probe_noise_critic(
 
 def _summarise(episodes: int, rows: list) -> ProbeResult:
     if not rows:
-        return ProbeResult(episodes, 0, 0.0, 0.0, None, None, None, None)
-    wins = np.stack([r[0] for r in rows])  # [choices, candidates]
-    q = np.stack([r[1] for r in rows])
+        return ProbeResult(episodes, 0, 0.0, 0.0, None, None, None, None, [])
+    index = np.array([r[0] for r in rows])  # which choice of its episode
+    wins = np.stack([r[1] for r in rows])  # [choices, candidates]
+    q = np.stack([r[2] for r in rows])
     aucs = [_auc(qi[wi], qi[~wi]) for wi, qi in zip(wins, q, strict=True) if 0 < wi.sum() < len(wi)]
     return ProbeResult(
         episodes=episodes,
@@ -108,6 +122,15 @@ def _summarise(episodes: int, rows: list) -> ProbeResult:
         critic_pick_success=float(wins[np.arange(len(q)), q.argmax(axis=1)].mean()),
         q_chosen=float(q[:, 0].mean()),
         q_candidates=float(q[:, 1:].mean()),
+        by_choice=[
+            {
+                "choice": int(i),
+                "choices": int((index == i).sum()),
+                "choices_with_a_winner": float(wins[index == i, 1:].any(axis=1).mean()),
+                "candidate_success": float(wins[index == i, 1:].mean()),
+            }
+            for i in np.unique(index)
+        ],
     )
 
 
@@ -126,7 +149,9 @@ def _run(policy, task: TaskConfig, seed: int):
     return snapshots, success
 
 
-def _probe_choice(learner: DSRL, env, obs, n: int, sample: str, rng: np.random.Generator):
+def _probe_choice(
+    learner: DSRL, env, obs, n: int, sample: str, rng: np.random.Generator, local_scale: float
+):
     """Outcomes ``[n]`` and critic values ``[n]`` of ``n`` noises at one choice; row 0 is the
     actor's own choice."""
     policy, bound = learner.policy, learner.cfg.noise_bound
@@ -142,6 +167,8 @@ def _probe_choice(learner: DSRL, env, obs, n: int, sample: str, rng: np.random.G
             ).reshape(n - 1, -1)
             / bound
         )
+    elif sample == "local":
+        others = chosen + local_scale * rng.standard_normal((n - 1, learner.noise_dim))
     else:
         others = rng.standard_normal((n - 1, learner.noise_dim)) / bound
     noise = np.clip(np.concatenate([chosen, others]), -0.999, 0.999).astype(np.float32)

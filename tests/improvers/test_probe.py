@@ -39,3 +39,26 @@ def test_probe_finds_winning_noises_the_failing_policy_passed_over(toy_task):
     assert learner.policy.deterministic is True
     with pytest.raises(ValueError, match="sample"):
         probe_noise_critic(learner, toy_task, sample="uniform")
+
+
+def test_probe_reports_each_choice_index_and_local_neighbours(toy_task):
+    learner = _learner()
+    result = probe_noise_critic(learner, toy_task, episodes=3, candidates=6, progress=False)
+    rows = result["failed"].by_choice
+    assert [r["choice"] for r in rows] == list(range(len(rows)))
+    assert sum(r["choices"] for r in rows) == result["failed"].probed_choices
+    assert rows[0]["choices"] == 3  # every episode has a first choice
+    # neighbours a hair away from a losing noise lose too; far ones (the bound's scale) can win
+    near = probe_noise_critic(
+        learner,
+        toy_task,
+        episodes=2,
+        candidates=6,
+        sample="local",
+        local_scale=1e-4,
+        progress=False,
+    )["failed"]
+    assert near.probed_choices > 0 and near.candidate_success == 0.0
+    assert near.by_choice[0]["choices_with_a_winner"] == 0.0
+    with pytest.raises(ValueError, match="local_scale"):
+        probe_noise_critic(learner, toy_task, sample="local", local_scale=0.0)
