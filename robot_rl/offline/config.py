@@ -31,8 +31,9 @@ class ChunkCriticConfig:
 
     hidden_dims: tuple[int, ...] = (128, 128)
     """widths of each Q head's LayerNorm MLP"""
-    n_heads: int = 2
-    """Q heads of the ensemble (2: twin critics)"""
+    n_heads: int = 10
+    """Q heads of the ensemble (2: twin critics). On push, best-of-N picked better with 5-10
+    heads than with 2 (0.63-0.66 against 0.60, median of 3 seeds; README)"""
     layer_norm: bool = True
     """LayerNorm in every hidden layer (keeps unseen chunks from being over-extrapolated)"""
     gamma: float = 0.99
@@ -99,8 +100,9 @@ class BestOfNConfig:
 
     n: int = 32
     """chunks sampled from the base per decision (one batched call)"""
-    heads: str = "mean"
-    """how the heads score a chunk when acting: 'mean' or 'min'"""
+    heads: str = "min"
+    """how the heads score a chunk when acting: 'min' (pessimistic: a chunk only some heads
+    like is passed over) or 'mean'"""
     inference_steps: int | None = 3
     """denoising steps of the N samples when acting (None: the base's own); fewer steps of the
     same DDIM sampler make the N samples cheaper (a :class:`DiffusionPolicy` base only; set
