@@ -81,7 +81,7 @@ def run(overrides: list[str]) -> dict:
                 sample,
                 opts.seed,
                 progress=True,
-                local_scale=scale or 0.1,
+                **({} if scale is None else {"local_scale": scale}),  # 0 or less is refused
             )
             name = sample if scale is None else f"local_{scale:g}"
             figures[name] = {group: r.summary() for group, r in result.items()}
