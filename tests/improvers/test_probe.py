@@ -48,7 +48,7 @@ def test_probe_reports_each_choice_index_and_local_neighbours(toy_task):
     assert [r["choice"] for r in rows] == list(range(len(rows)))
     assert sum(r["choices"] for r in rows) == result["failed"].probed_choices
     assert rows[0]["choices"] == 3  # every episode has a first choice
-    # neighbours a hair away from a losing noise lose too; far ones (the bound's scale) can win
+    # neighbours a hair away from a losing noise lose too
     near = probe_noise_critic(
         learner,
         toy_task,
