@@ -8,6 +8,7 @@ SUITES = {
     "foundation": "robot_rl.bench.foundation",
     "dsrl": "robot_rl.bench.dsrl",
     "dsrl_probe": "robot_rl.bench.dsrl_probe",
+    "steerability": "robot_rl.bench.steerability",
     # the deployment daemon lives in real/, which the core does not import: named by path
     "daemon": "real.bench",
     "convert": "robot_rl.bench.convert",

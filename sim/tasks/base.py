@@ -179,8 +179,28 @@ class MujocoTaskEnv(gym.Env):
         super().reset(seed=seed)
         mujoco.mj_resetData(self.model, self.data)
         self._reset_task()
+        if options and "start_perturbation" in options:
+            self._perturb_start(**options["start_perturbation"])
         mujoco.mj_forward(self.model, self.data)
         return self._observation(), {keys.IS_SUCCESS: self._success()}
+
+    def _perturb_start(self, slide: float = 0.0, hinge: float = 0.0, seed: int = 0) -> None:
+        """``reset(options={"start_perturbation": {"slide": m, "hinge": rad, "seed": n}})``:
+        after the task has placed everything, move every slide joint (and a free joint's x, y)
+        by uniform(-slide, slide) metres and every hinge by uniform(-hinge, hinge) radians,
+        drawn from ``seed``'s own generator, so the task's draws are untouched. For measuring
+        how sensitive an outcome is to the start state (``robot_rl.eval.steerability``)."""
+        if slide < 0 or hinge < 0:
+            raise ValueError(f"start_perturbation scales must be >= 0, got {slide=}, {hinge=}")
+        rng = np.random.default_rng(seed)
+        for j in range(self.model.njnt):
+            adr, kind = int(self.model.jnt_qposadr[j]), int(self.model.jnt_type[j])
+            if kind == mujoco.mjtJoint.mjJNT_SLIDE:
+                self.data.qpos[adr] += rng.uniform(-slide, slide)
+            elif kind == mujoco.mjtJoint.mjJNT_HINGE:
+                self.data.qpos[adr] += rng.uniform(-hinge, hinge)
+            elif kind == mujoco.mjtJoint.mjJNT_FREE:
+                self.data.qpos[adr : adr + 2] += rng.uniform(-slide, slide, size=2)
 
     def step(
         self, action: np.ndarray

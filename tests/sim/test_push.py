@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from sim_helpers import load_task, run_expert
 
 from robot_rl.core import keys
@@ -101,3 +102,21 @@ def test_cameras_see_different_views() -> None:
     assert top.shape == front.shape == (84, 84, 3)
     assert np.abs(top.astype(int) - front.astype(int)).mean() > 5.0
     env.close()
+
+
+def test_a_start_perturbation_moves_every_joint_within_its_scale() -> None:
+    env = make_env(load_task("push")).unwrapped
+    env.reset(seed=7)
+    start = env.data.qpos.copy()
+    options = {"start_perturbation": {"slide": 0.003, "hinge": 0.05, "seed": 1}}
+    env.reset(seed=7, options=options)
+    moved = env.data.qpos - start
+    pusher, box, yaw = env._pusher_q, env._object_q, env._yaw_q
+    assert np.all(np.abs(moved[pusher]) <= 0.003) and np.all(np.abs(moved[box]) <= 0.003)
+    assert 0 < abs(moved[yaw]) <= 0.05 and np.all(moved != 0)
+    obs, _ = env.reset(seed=7, options=options)  # the same draw again, and the observation shows it
+    np.testing.assert_allclose(obs[keys.STATE][4:6], start[box] + moved[box], atol=1e-6)
+    env.reset(seed=7)
+    np.testing.assert_array_equal(env.data.qpos, start)  # the task's own draws are untouched
+    with pytest.raises(ValueError, match="scales must be >= 0"):
+        env.reset(seed=7, options={"start_perturbation": {"slide": -1.0}})
