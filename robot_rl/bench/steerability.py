@@ -16,6 +16,7 @@ import numpy as np
 
 from robot_rl import config
 from robot_rl.bench.common import bench_options
+from robot_rl.core.policy import SteerableChunkPolicy
 from robot_rl.eval.media import plot_curve
 from robot_rl.eval.rollout import evaluate
 from robot_rl.eval.steerability import (
@@ -65,8 +66,11 @@ def run(overrides: list[str]) -> dict:
     task = job.task.build()
     base = load_policy(opts.base)
     check_base_matches_task(base, task)
-    if not hasattr(base, "noise_shape"):
-        raise TypeError(f"{opts.base} holds a policy that is not steerable (it takes no noise)")
+    if not isinstance(base, SteerableChunkPolicy):
+        raise TypeError(
+            f"{opts.base} holds a {type(base).__name__}, which takes no latent noise: the "
+            "steerability bench needs a steerable policy (diffusion or flow)"
+        )
     noises = (
         np.random.default_rng(opts.noise_seed)
         .standard_normal((opts.noises, *base.noise_shape))

@@ -67,7 +67,7 @@ def run_fixed_noises(
     noises: np.ndarray,
     resets: list[dict],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Runs episode ``i`` from ``task.reset(**resets[i])`` with ``noises[i]`` held for every
+    """Runs episode ``i`` from ``env.reset(**resets[i])`` with ``noises[i]`` held for every
     chunk, all episodes batched through the policy. Returns success ``bool [N]`` and the first
     flat observations ``[N, D]``."""
     if len(noises) != len(resets):
@@ -201,7 +201,16 @@ def perturbation_agreement(
                 }
                 for c in range(copies)
             ]
-            won, _ = run_fixed_noises(policy, task, np.repeat(noise[None], 1 + copies, 0), resets)
+            won, first = run_fixed_noises(
+                policy, task, np.repeat(noise[None], 1 + copies, 0), resets
+            )
+            if copies and np.array_equal(first[1:], np.broadcast_to(first[0], first[1:].shape)):
+                raise ValueError(
+                    f"task {task.name!r} ignores reset(options={{'start_perturbation': ...}}): "
+                    "its starts did not move, so agreement would be 1 by construction. Our "
+                    "MuJoCo tasks take the option; for others skip this check "
+                    "(perturb_starts=0 in the steerability bench)"
+                )
             agree[bool(won[0])].extend((won[1:] == won[0]).tolist())
     every = agree[True] + agree[False]
     return {

@@ -7,6 +7,7 @@ from toys import ToySteerable, toy_task_config
 from robot_rl.eval.steerability import (
     FixedNoiseOutcomes,
     fixed_noise_outcomes,
+    perturbation_agreement,
     run_fixed_noises,
     selector_success,
 )
@@ -23,6 +24,9 @@ def test_fixed_noises_win_or_lose_by_their_noise_on_every_start():
     assert len(np.unique(outcomes.states[:, 0])) == 5  # five different starts
     with pytest.raises(ValueError, match="one each"):
         run_fixed_noises(ToySteerable(), toy_task_config(), noises, [{"seed": 0}])
+    # ToyReach ignores the start_perturbation option: the roughness check refuses to report 1
+    with pytest.raises(ValueError, match="ignores reset"):
+        perturbation_agreement(ToySteerable(), toy_task_config(), noises, 1, 0, 0.01, 0.1, 2, False)
 
 
 def test_greedy_cover_adds_the_noise_that_wins_most_new_starts():
