@@ -118,5 +118,6 @@ def run(overrides: list[str]) -> dict:
             "labelled episodes (fitted starts x noises)",
             "success",
             f"steering {task.name}: {opts.noises} fixed noises",
+            log_x=True,
         )
     return figures

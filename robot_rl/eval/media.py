@@ -83,11 +83,15 @@ def plot_curve(
     xlabel: str,
     ylabel: str,
     title: str,
+    log_x: bool = False,
 ) -> Path:
-    """Line plot of one or more curves sharing an x axis (loss, success vs env steps, ...)."""
+    """Line plot of one or more curves sharing an x axis (loss, success vs env steps, ...);
+    ``log_x`` for x values spread over decades (each point marked)."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for label, y in ys.items():
-        ax.plot(x, y, label=label)
+        ax.plot(x, y, label=label, marker="o" if log_x else None)
+    if log_x:
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
