@@ -69,6 +69,34 @@ def make_policy_env(
     return ChunkedEnv(ObservationHistory(env, policy.n_obs_steps), policy.n_action_steps, gamma)
 
 
+def stack_observations(obs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Single environments' observations -> one batch ``{key: [B, ...]}``."""
+    return {key: np.stack([o[key] for o in obs]) for key in obs[0]}
+
+
+def run_to_end(
+    envs: list[gym.Env],
+    obs: list[dict[str, np.ndarray]],
+    live: list[int],
+    act: Callable[[dict[str, np.ndarray], list[int]], np.ndarray],
+    success: np.ndarray,
+) -> None:
+    """Steps the chunk environments ``envs[i]``, ``i`` in ``live``, until each episode ends,
+    with one batched call ``act(observations of the live ones, live)`` -> chunks per step.
+    Updates ``obs`` in place and ors each chunk's success into ``success[i]``. For episodes
+    that start from different places (branched simulators, chosen resets), where a vector
+    environment's autoreset would get in the way."""
+    while live:
+        chunks = act(stack_observations([obs[i] for i in live]), live)
+        still = []
+        for i, chunk in zip(live, chunks, strict=True):
+            obs[i], _, terminated, truncated, info = envs[i].step(chunk)
+            success[i] |= bool(info.get(keys.IS_SUCCESS, False))
+            if not (terminated or truncated):
+                still.append(i)
+        live = still
+
+
 def evaluate(
     policy: ChunkPolicy,
     task: TaskConfig,

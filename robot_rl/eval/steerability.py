@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from robot_rl.core import keys
 from robot_rl.core.policy import SteerableChunkPolicy
 from robot_rl.core.task import TaskConfig
-from robot_rl.eval.rollout import make_policy_env
+from robot_rl.eval.rollout import make_policy_env, run_to_end, stack_observations
 
 
 @dataclass
@@ -75,21 +75,18 @@ def run_fixed_noises(
     envs = [make_policy_env(task, policy) for _ in resets]
     try:
         obs = [env.reset(**kwargs)[0] for env, kwargs in zip(envs, resets, strict=True)]
-        first = _stack(obs)[keys.STATE].reshape(len(obs), -1).astype(np.float32)
+        first = stack_observations(obs)[keys.STATE].reshape(len(obs), -1).astype(np.float32)
         success = np.zeros(len(envs), dtype=bool)
-        live = list(range(len(envs)))
         policy.reset()
-        while live:
-            chunks = policy.predict_chunk(_stack([obs[i] for i in live]), noises[live])
-            still = []
-            for row, i in enumerate(live):
-                obs[i], _, terminated, truncated, info = envs[i].step(
-                    chunks[row, : policy.n_action_steps]
-                )
-                success[i] |= bool(info.get(keys.IS_SUCCESS, False))
-                if not (terminated or truncated):
-                    still.append(i)
-            live = still
+        run_to_end(
+            envs,
+            obs,
+            list(range(len(envs))),
+            lambda batch, live: policy.predict_chunk(batch, noises[live])[
+                :, : policy.n_action_steps
+            ],
+            success,
+        )
     finally:
         for env in envs:
             env.close()
@@ -221,7 +218,3 @@ def perturbation_agreement(
         "agreement_where_won": float(np.mean(agree[True])) if agree[True] else None,
         "agreement_where_lost": float(np.mean(agree[False])) if agree[False] else None,
     }
-
-
-def _stack(obs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {key: np.stack([o[key] for o in obs]) for key in obs[0]}

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from robot_rl.core import keys
 from robot_rl.core.task import TaskConfig
-from robot_rl.eval.rollout import make_policy_env
+from robot_rl.eval.rollout import make_policy_env, run_to_end
 from robot_rl.improvers.dsrl import DSRL
 from robot_rl.improvers.steered import actor_input
 
@@ -189,16 +189,14 @@ def _probe_choice(
         wins[j] = bool(info[keys.IS_SUCCESS])
         if not (terminated or truncated):
             live.append(j)
-    while live:  # the rest of each branch with the steered policy, batched across branches
-        batch = {k: np.stack([live_obs[j][k] for j in live]) for k in live_obs[live[0]]}
-        next_chunks = policy.predict_chunk(batch)[:, : policy.n_action_steps]
-        still = []
-        for j, chunk in zip(live, next_chunks, strict=True):
-            live_obs[j], _, terminated, truncated, info = copies[j].step(chunk)
-            wins[j] |= bool(info[keys.IS_SUCCESS])
-            if not (terminated or truncated):
-                still.append(j)
-        live = still
+    # the rest of each branch with the steered policy, batched across branches
+    run_to_end(
+        copies,
+        live_obs,
+        live,
+        lambda batch, _: policy.predict_chunk(batch)[:, : policy.n_action_steps],
+        wins,
+    )
     for sim in copies:
         sim.close()
     return wins, q
